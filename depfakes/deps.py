@@ -1,0 +1,144 @@
+"""The ``deps`` object a test gets, and how its handles are acquired and released."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from depfakes import registry
+from depfakes.errors import UndeclaredDependency
+from depfakes.marker import DepsSpec, check_env_target
+from depfakes.providers.base import Provider
+from depfakes.runtime import Key, Runtime
+
+if TYPE_CHECKING:
+    from depfakes.providers.http import HttpHandle
+    from depfakes.providers.redis import RedisHandle
+    from depfakes.providers.s3 import S3Handle
+
+
+@dataclass
+class Acquired:
+    key: Key
+    provider: Provider
+    handle: Any
+
+
+class Deps:
+    """One attribute per dependency the test declared: ``deps.redis``, ``deps.s3``, ..."""
+
+    if TYPE_CHECKING:
+        redis: RedisHandle
+        s3: S3Handle
+        http: HttpHandle
+
+    def __init__(self, acquired: Sequence[Acquired]) -> None:
+        self._acquired = list(acquired)
+        self._handles = {entry.key[0]: entry.handle for entry in acquired}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        handles = self.__dict__.get("_handles", {})
+        if name in handles:
+            return handles[name]
+        if name in registry.names():
+            declared = ", ".join(handles) or "nothing"
+            raise UndeclaredDependency(
+                f"deps.{name}: this test does not declare '{name}' (it declares {declared}). "
+                f"Add @pytest.mark.deps(\"{name}\") to the test, or request the '{name}' fixture."
+            )
+        raise AttributeError(f"deps has no dependency '{name}'; known dependencies: "
+                             f"{', '.join(registry.names())}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self._handles})
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._handles
+
+    def __repr__(self) -> str:
+        return f"<Deps {', '.join(self._handles) or '(none)'}>"
+
+
+@contextmanager
+def open_deps(item: pytest.Item, spec: DepsSpec, runtime: Runtime,
+              env_lines: Sequence[str]) -> Iterator[Deps]:
+    """Acquire every declared dependency for ``item``, set its env vars, release after."""
+    acquired: list[Acquired] = []
+    spent: dict[Key, float] = {}
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        for name, version in spec.versions.items():
+            key = (name, version)
+            provider = runtime.provider_for(item, name, version)
+            began = time.perf_counter()
+            options = runtime.resolve_options(provider, spec.options.get(name, {}))
+            acquired.append(Acquired(key, provider, provider.acquire(item, options)))
+            spent[key] = time.perf_counter() - began
+        deps = Deps(acquired)
+        _inject_env(monkeypatch, deps, spec, env_lines)
+        yield deps
+    finally:
+        monkeypatch.undo()
+        _release(acquired, runtime, spent)
+
+
+def verify(deps: Deps) -> None:
+    """Let each provider fail the test for what happened during it (after a passing body)."""
+    for entry in deps._acquired:
+        entry.provider.verify(entry.handle)
+
+
+def _release(acquired: list[Acquired], runtime: Runtime, spent: dict[Key, float]) -> None:
+    errors: list[BaseException] = []
+    for entry in reversed(acquired):
+        began = time.perf_counter()
+        try:
+            entry.provider.release(entry.handle)
+        except Exception as exc:  # release the others before reporting
+            errors.append(exc)
+        runtime.record(entry.key, spent[entry.key] + time.perf_counter() - began)
+    if errors:
+        raise errors[0]
+
+
+def env_targets(spec: DepsSpec, env_lines: Sequence[str]) -> dict[str, str]:
+    """VAR -> "dependency.attribute" for this test: ini lines for declared deps, then marker."""
+    targets: dict[str, str] = {}
+    for line in env_lines:
+        var, _, target = line.partition("=")
+        name = target.strip().partition(".")[0]
+        if name in spec.versions:
+            targets[var.strip()] = target.strip()
+    targets.update(spec.env)
+    return targets
+
+
+def parse_env_lines(lines: Sequence[str]) -> None:
+    """Check ini ``depfakes_env`` lines up front so a typo fails the session, not a test."""
+    for line in lines:
+        var, sep, target = line.partition("=")
+        if not sep or not var.strip():
+            raise ValueError(f"depfakes_env line {line!r}: expected 'VAR = dependency.attribute'")
+        name = target.strip().partition(".")[0]
+        if name not in registry.names():
+            raise ValueError(f"depfakes_env line {line!r}: unknown dependency '{name}'; "
+                             f"known: {', '.join(registry.names())}")
+        check_env_target(var.strip(), target.strip(), [name])
+
+
+def _inject_env(monkeypatch: pytest.MonkeyPatch, deps: Deps, spec: DepsSpec,
+                env_lines: Sequence[str]) -> None:
+    for var, target in env_targets(spec, env_lines).items():
+        name, _, attr = target.partition(".")
+        value = getattr(getattr(deps, name), attr)
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, str(value))

@@ -1,0 +1,164 @@
+"""depfakes' pytest hooks: options, markers, collection-time validation, summary.
+
+Everything else lives in its own module; this file only wires it into pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from depfakes import registry
+from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
+from depfakes.deps import parse_env_lines, verify
+from depfakes.errors import DepfakesError, MarkerError, MissingExtra
+from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixtures
+    DEPENDENCY_FIXTURES,
+    _depfakes_autouse,
+    deps,
+    http,
+    redis,
+    s3,
+)
+from depfakes.marker import MARKER, spec_for
+from depfakes.runtime import Runtime, key_label
+from depfakes.state import DEPS_KEY, SPEC_KEY, STATE_KEY, SessionState, session_state
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser, [*CORE_SETTINGS, *registry.all_settings()])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*names, **options): provision dependencies (e.g. \"postgres\", \"redis:7\") "
+        "for this test, isolated and cleaned up by depfakes",
+    )
+    for name in registry.names():
+        _register_dependency_marker(config, name)
+    settings = Settings(config, [*CORE_SETTINGS, *registry.all_settings()])
+    try:
+        settings.validate_all()
+        env_lines = settings.get("env")
+        parse_env_lines(env_lines)
+    except (SettingError, ValueError, DepfakesError) as exc:
+        raise pytest.UsageError(f"depfakes: {exc}") from None
+    config.stash[STATE_KEY] = SessionState(Runtime(config, settings), env_lines)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Start servers while the rest of the suite is still being collected, when what is
+    # collected is what will run (no -m/-k selection that could deselect it).
+    config = item.config
+    if config.option.collectonly or config.option.markexpr or config.option.keyword:
+        return
+    try:
+        spec = spec_for(item, _requested_dependencies(item))
+    except (DepfakesError, KeyError):
+        return  # reported with the other marker errors after collection
+    _start(config, spec.versions.items())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the plain per-dependency markers must exist before `-m` deselects.
+    errors: list[str] = []
+    missing: dict[str, tuple[MissingExtra | None, list[str]]] = {}
+    for item in items:
+        try:
+            spec = spec_for(item, _requested_dependencies(item))
+        except MarkerError as exc:
+            errors.append(f"{item.nodeid}: {exc}")
+            continue
+        for name in spec.versions:
+            _check_installed(name, item.nodeid, missing)
+            _register_dependency_marker(config, name)
+            item.add_marker(name)
+        item.stash[SPEC_KEY] = spec
+    errors.extend(_missing_extra_lines(missing))
+    if errors:
+        raise pytest.UsageError("depfakes: " + "\n".join(errors))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        spec = item.stash.get(SPEC_KEY, None)
+        if spec:
+            _start(session.config, spec.versions.items())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield  # a failing body raises here, and needs no further verdict
+    opened = item.stash.get(DEPS_KEY, None)
+    if opened is not None:
+        verify(opened)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    state = terminalreporter.config.stash.get(STATE_KEY, None)
+    if state is None or not any(s.tests for s in state.runtime.stats.values()):
+        return
+    terminalreporter.section("depfakes")
+    for key, stats in sorted(state.runtime.stats.items(), key=lambda kv: key_label(kv[0])):
+        if not stats.tests:
+            continue
+        setup = "-" if stats.start_seconds is None else f"{stats.start_seconds * 1000:.1f} ms"
+        terminalreporter.write_line(
+            f"{key_label(key):<16} {stats.tests:>6} tests   setup {setup:>10}   "
+            f"median {stats.median_seconds * 1000:.2f} ms/test"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.runtime.stop()
+
+
+def _start(config: pytest.Config, versions: object) -> None:
+    runtime = session_state(config).runtime
+    for name, version in versions:  # type: ignore[attr-defined]
+        runtime.prepare(name, version)
+
+
+def _requested_dependencies(item: pytest.Item) -> Iterator[str]:
+    """Dependencies declared by requesting their fixture (ours, not a same-named one)."""
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is None:
+        return
+    for name in DEPENDENCY_FIXTURES:
+        definitions = fixture_info.name2fixturedefs.get(name)
+        if definitions and getattr(definitions[-1].func, "__module__", "") == "depfakes.fixtures":
+            yield name
+
+
+def _check_installed(name: str, nodeid: str,
+                     missing: dict[str, tuple[MissingExtra | None, list[str]]]) -> None:
+    """Note which tests declare a dependency whose packages are missing (checked once)."""
+    if name not in missing:
+        try:
+            registry.get(name).check_installed()
+            missing[name] = (None, [])
+        except MissingExtra as exc:
+            missing[name] = (exc, [])
+    missing[name][1].append(nodeid)
+
+
+def _missing_extra_lines(missing: dict[str, tuple[MissingExtra | None, list[str]]]) -> list[str]:
+    return [f"{exc} (declared by {len(nodeids)} test(s), e.g. {nodeids[0]})"
+            for exc, nodeids in missing.values() if exc is not None]
+
+
+def _register_dependency_marker(config: pytest.Config, name: str) -> None:
+    registered = config.stash.setdefault(_MARKERS_KEY, set())
+    if name not in registered:
+        registered.add(name)
+        config.addinivalue_line("markers", f"{name}: test uses the {name} dependency (depfakes)")
+
+
+_MARKERS_KEY = pytest.StashKey[set[str]]()

@@ -1,0 +1,119 @@
+"""What a provider is: the contract every dependency, built-in or third-party, implements.
+
+A provider class describes one dependency (``name``, ``options``, ``settings``, the
+packages it ``requires``). depfakes makes one instance per dependency and version per
+session, calls ``start`` once (in a background thread), then ``acquire`` / ``release``
+around every test that declares it, ``verify`` after the test body, and ``stop`` at the end.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from depfakes.config import Setting, Settings
+from depfakes.errors import MissingExtra
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword a provider accepts in ``@pytest.mark.deps(..., name=value)``.
+
+    ``setting`` names a session setting that supplies the value when the marker does not,
+    which gives the option the full marker > CLI > env > ini > default precedence.
+    """
+
+    default: Any
+    help: str
+    type: type | tuple[type, ...] = object
+    choices: tuple[Any, ...] | None = None
+    setting: str | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ValueError with a message for the user if ``value`` does not fit."""
+        if self.choices is not None and value not in self.choices:
+            choices = ", ".join(repr(choice) for choice in self.choices)
+            raise ValueError(f"option {name}={value!r} must be one of {choices}")
+        if not isinstance(value, self.type):
+            expected = _type_names(self.type)
+            raise ValueError(
+                f"option {name}={value!r} must be {expected}, not {type(value).__name__}"
+            )
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    if isinstance(types, tuple):
+        return " or ".join(t.__name__ for t in types)
+    return types.__name__
+
+
+@dataclass
+class StartContext:
+    """What a provider gets to start its session-level machinery."""
+
+    name: str
+    version: str | None
+    settings: Settings
+    config: pytest.Config
+    # A directory for this provider's files for the session (sockets, data dirs, logs).
+    workdir: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Unavailable(Exception):
+    """No backend can serve this dependency here; the message says how to get one.
+
+    Tests that need it are skipped with this message, or failed under ``--deps-strict``.
+    """
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    # The type of the handle ``acquire`` returns; used for checking ``env=`` mappings.
+    handle_type: ClassVar[type]
+    options: ClassVar[Mapping[str, Option]] = {}
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    # Importable modules the provider needs, and the pip extra that brings them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    # Whether ``"name:version"`` pins mean anything for this provider.
+    accepts_version: ClassVar[bool] = False
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raise MissingExtra naming the extra to install when a required module is missing."""
+        for module in cls.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise MissingExtra(cls.name, module, cls.extra, exc) from None
+
+    @classmethod
+    def check_version(cls, version: str) -> None:
+        """Raise ValueError if this provider cannot honour ``version`` (checked at collection)."""
+        if not cls.accepts_version:
+            raise ValueError(f"'{cls.name}' does not take a version (got '{cls.name}:{version}')")
+
+    def start(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
+        """Prepare session-level state. Runs once, in a background thread."""
+
+    @abstractmethod
+    def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> Any:
+        """Return this test's handle, isolated from every other test."""
+
+    def release(self, handle: Any) -> None:  # noqa: B027 - optional hook
+        """Undo everything ``acquire`` did for this test."""
+
+    def verify(self, handle: Any) -> None:  # noqa: B027 - optional hook
+        """Called after a passing test body; raise ``pytest.fail`` to fail the test."""
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release session-level state."""

@@ -1,0 +1,184 @@
+"""The ``redis`` dependency: fakeredis, fresh for every test.
+
+Each test gets its own ``FakeServer`` (no 16-database limit, nothing shared). ``url``
+points at one loopback TCP endpoint per session that always serves the *current* test's
+server; at the end of a test its connections are closed, so pooled clients built from
+the URL (even module-level ones) reconnect into the next test's state instead of
+leaking the previous one.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from depfakes.providers.base import Option, Provider, StartContext
+
+if TYPE_CHECKING:
+    import fakeredis
+
+
+class RedisHandle:
+    """What a test gets as ``deps.redis``."""
+
+    def __init__(self, server: fakeredis.FakeServer, endpoint: _Endpoint,
+                 decode_responses: bool) -> None:
+        self.server = server
+        self._endpoint = endpoint
+        self._decode_responses = decode_responses
+
+    @cached_property
+    def client(self) -> fakeredis.FakeRedis:
+        """A redis-py compatible client on this test's state."""
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=self.server, decode_responses=self._decode_responses)
+
+    @cached_property
+    def async_client(self) -> fakeredis.FakeAsyncRedis:
+        """An asyncio client (redis.asyncio API) on this test's state."""
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=self.server,
+                                        decode_responses=self._decode_responses)
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``, served from this test's state, for code that builds
+        its own client (``redis.Redis.from_url``). Started on first use."""
+        return self._endpoint.url()
+
+    def __repr__(self) -> str:
+        return f"<RedisHandle server={id(self.server):#x}>"
+
+
+class _Endpoint:
+    """A loopback TCP server for the fakes, routed to the current test's FakeServer."""
+
+    def __init__(self, version: tuple[int, ...]) -> None:
+        self._version = version
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._current: Any = None
+
+    def url(self) -> str:
+        with self._lock:
+            if self._server is None:
+                self._server = _make_tcp_server(self._version)
+                if self._current is not None:
+                    self._server.fake_server = self._current
+                self._thread = threading.Thread(target=self._server.serve_forever,
+                                                name="depfakes-redis", daemon=True)
+                self._thread.start()
+        host, port = self._server.server_address[:2]
+        return f"redis://{host}:{port}/0"
+
+    def route_to(self, fake_server: Any) -> None:
+        self._current = fake_server
+        if self._server is not None:
+            self._server.fake_server = fake_server
+            self._server.drop_connections()
+
+    def route_to_idle(self, make_server: Any) -> None:
+        """Between tests: close the test's connections; new ones get an empty server."""
+        self._current = None
+        if self._server is not None:
+            self.route_to(make_server())
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.drop_connections()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _make_tcp_server(version: tuple[int, ...]) -> Any:
+    from fakeredis import TcpFakeServer
+
+    class RoutedTcpServer(TcpFakeServer):  # type: ignore[misc]
+        """fakeredis' TCP server that can close its client connections between tests."""
+
+        daemon_threads = True
+        block_on_close = False
+
+        def __init__(self) -> None:
+            self.open_sockets: set[socket.socket] = set()
+            self.sockets_lock = threading.Lock()
+            super().__init__(("127.0.0.1", 0), server_version=version)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with self.sockets_lock:
+                self.open_sockets.add(request)
+            super().process_request(request, client_address)
+
+        def shutdown_request(self, request: Any) -> None:
+            with self.sockets_lock:
+                self.open_sockets.discard(request)
+            super().shutdown_request(request)
+
+        def drop_connections(self) -> None:
+            with self.sockets_lock:
+                sockets = list(self.open_sockets)
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    return RoutedTcpServer()
+
+
+def _parse_version(version: str | None) -> tuple[int, ...]:
+    if version is None:
+        return (7, 4)
+    return tuple(int(part) for part in version.split("."))
+
+
+class RedisProvider(Provider):
+    name = "redis"
+    handle_type = RedisHandle
+    requires = ("fakeredis", "redis")
+    extra = "redis"
+    accepts_version = True
+    options: Mapping[str, Option] = {
+        "decode_responses": Option(False, "Return str instead of bytes from the handle's "
+                                          "clients.", type=bool),
+    }
+
+    @classmethod
+    def check_version(cls, version: str) -> None:
+        try:
+            parsed = _parse_version(version)
+        except ValueError:
+            raise ValueError(f"'redis:{version}': a Redis version is numbers like 7 or 7.2")
+        if not 6 <= parsed[0] <= 8:
+            raise ValueError(f"'redis:{version}': fakeredis emulates Redis 6 to 8")
+
+    def start(self, ctx: StartContext) -> None:
+        import fakeredis
+
+        self._fakeredis = fakeredis
+        self._version = _parse_version(ctx.version)
+        self._endpoint = _Endpoint(self._version)
+
+    def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> RedisHandle:
+        server = self._fakeredis.FakeServer(version=self._version)
+        self._endpoint.route_to(server)
+        return RedisHandle(server, self._endpoint, options["decode_responses"])
+
+    def release(self, handle: RedisHandle) -> None:
+        for attr in ("client", "async_client"):
+            client = handle.__dict__.pop(attr, None)
+            if attr == "client" and client is not None:
+                client.close()
+        self._endpoint.route_to_idle(lambda: self._fakeredis.FakeServer(version=self._version))
+
+    def stop(self) -> None:
+        self._endpoint.close()

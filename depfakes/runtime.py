@@ -1,0 +1,140 @@
+"""Session state: one provider instance per (dependency, version), started once in the
+background as soon as collection shows a test needs it, stopped at session end, and the
+timings the terminal summary reports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from depfakes import registry
+from depfakes.config import Settings
+from depfakes.errors import DepfakesError
+from depfakes.providers.base import Provider, StartContext, Unavailable
+
+Key = tuple[str, "str | None"]
+
+
+def key_label(key: Key) -> str:
+    name, version = key
+    return f"{name}:{version}" if version else name
+
+
+@dataclass
+class ProviderStats:
+    start_seconds: float | None = None
+    per_test_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def tests(self) -> int:
+        return len(self.per_test_seconds)
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.per_test_seconds) if self.per_test_seconds else 0.0
+
+
+class Runtime:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.stats: dict[Key, ProviderStats] = {}
+        self._starts: dict[Key, Future[Provider]] = {}
+        # Where a start failed first, so later tests point there instead of repeating it.
+        self._first_failure: dict[Key, str] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="depfakes-start")
+        self._workdir: Path | None = None
+
+    @property
+    def strict(self) -> bool:
+        return bool(self.settings.get("strict"))
+
+    def prepare(self, name: str, version: str | None) -> None:
+        """Start the provider in the background unless it is started or starting."""
+        key = (name, version)
+        with self._lock:
+            if key not in self._starts:
+                self.stats.setdefault(key, ProviderStats())
+                self._starts[key] = self._executor.submit(self._start, key)
+
+    def provider_for(self, item: pytest.Item, name: str, version: str | None) -> Provider:
+        """The started provider; skip or fail the test (once, clearly) when it cannot start."""
+        self.prepare(name, version)
+        key = (name, version)
+        try:
+            return self._starts[key].result()
+        except Unavailable as exc:
+            message = f"depfakes: {key_label(key)} is not available here: {exc}"
+            if self.strict:
+                pytest.fail(f"{message} (failing, not skipping, because --deps-strict is on)",
+                            pytrace=False)
+            pytest.skip(message)
+        except Exception as exc:
+            first = self._first_failure.setdefault(key, item.nodeid)
+            if first != item.nodeid:
+                pytest.fail(f"depfakes: {key_label(key)} failed to start; the error is shown "
+                            f"once, at {first}", pytrace=False)
+            if isinstance(exc, DepfakesError):
+                pytest.fail(f"depfakes: {key_label(key)} failed to start: {exc}", pytrace=False)
+            raise
+
+    def resolve_options(self, provider: Provider, marker_options: Mapping[str, Any]) -> dict[
+            str, Any]:
+        resolved: dict[str, Any] = {}
+        for option_name, option in provider.options.items():
+            if option_name in marker_options:
+                resolved[option_name] = marker_options[option_name]
+            elif option.setting is not None and option.setting in self.settings:
+                value, source = self.settings.lookup(option.setting)
+                resolved[option_name] = option.default if source == "default" else value
+            else:
+                resolved[option_name] = option.default
+        return resolved
+
+    def record(self, key: Key, seconds: float) -> None:
+        self.stats[key].per_test_seconds.append(seconds)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)
+        for key, future in self._starts.items():
+            if future.exception() is not None:
+                continue
+            try:
+                future.result().stop()
+            except Exception as exc:  # one provider's failure must not leak the others
+                warnings.warn(f"depfakes: stopping {key_label(key)} failed: {exc!r}",
+                              stacklevel=1)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _start(self, key: Key) -> Provider:
+        name, version = key
+        cls = registry.get(name)
+        cls.check_installed()
+        provider = cls()
+        began = time.perf_counter()
+        provider.start(StartContext(name=name, version=version, settings=self.settings,
+                                    config=self.config, workdir=self._provider_dir(key)))
+        self.stats[key].start_seconds = time.perf_counter() - began
+        return provider
+
+    def _provider_dir(self, key: Key) -> Path:
+        with self._lock:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="depfakes-"))
+        path = self._workdir / key_label(key).replace(":", "-")
+        path.mkdir(exist_ok=True)
+        return path

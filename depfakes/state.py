@@ -1,0 +1,34 @@
+"""Where hooks and fixtures keep their shared state (pytest stash keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from depfakes.deps import Deps
+    from depfakes.marker import DepsSpec
+    from depfakes.runtime import Runtime
+
+
+@dataclass
+class SessionState:
+    runtime: Runtime
+    env_lines: list[str] = field(default_factory=list)
+
+
+STATE_KEY = pytest.StashKey["SessionState"]()
+SPEC_KEY = pytest.StashKey["DepsSpec"]()
+DEPS_KEY = pytest.StashKey["Deps"]()
+
+
+def session_state(config: pytest.Config) -> SessionState:
+    try:
+        return config.stash[STATE_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "depfakes fixtures are in use but the depfakes plugin is not loaded; add "
+            "pytest_plugins = [\"depfakes\"] to your root conftest.py"
+        ) from None
