@@ -160,11 +160,19 @@ def check_env_target(var: str, target: Any, declared: Iterable[str]) -> tuple[st
         raise MarkerError(f"env {var}={target!r}: '{name}' is not declared by this test; "
                           f"add \"{name}\" to the deps marker")
     handle_type = registry.get(name).handle_type
-    if not hasattr(handle_type, attr):
-        attrs = sorted(a for a in dir(handle_type) if not a.startswith("_"))
+    attrs = handle_attributes(handle_type)
+    if attr not in attrs:
         raise MarkerError(f"env {var}={target!r}: {handle_type.__name__} has no attribute "
                           f"'{attr}'{_suggest(attr, attrs)}. Attributes: {', '.join(attrs)}")
     return name, attr
+
+
+def handle_attributes(handle_type: type) -> list[str]:
+    """Public attributes a handle declares: class attributes, properties, annotations."""
+    names = {a for a in dir(handle_type) if not a.startswith("_")}
+    for klass in handle_type.__mro__:
+        names.update(a for a in getattr(klass, "__annotations__", {}) if not a.startswith("_"))
+    return sorted(names)
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:

@@ -109,7 +109,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             continue
         setup = "-" if stats.start_seconds is None else f"{stats.start_seconds * 1000:.1f} ms"
         terminalreporter.write_line(
-            f"{key_label(key):<16} {stats.tests:>6} tests   setup {setup:>10}   "
+            f"{key_label(key):<16} {stats.tests:>6} test{'' if stats.tests == 1 else 's'}  "
+            f" setup {setup:>10}   "
             f"median {stats.median_seconds * 1000:.2f} ms/test"
         )
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class HttpHandle:
     """What a test gets as ``deps.http``."""
 
+    mock: respx.MockRouter
+
     cassette: Any = None
     record_mode: str = "none"
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class RedisHandle:
     """What a test gets as ``deps.redis``."""
 
+    server: fakeredis.FakeServer
+
     def __init__(self, server: fakeredis.FakeServer, endpoint: _Endpoint,
                  decode_responses: bool) -> None:
         self.server = server

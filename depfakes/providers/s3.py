@@ -38,6 +38,8 @@ FAKE_SECRET = "testing"
 class S3Handle:
     """What a test gets as ``deps.s3``."""
 
+    region: str
+
     def __init__(self, provider: S3Provider, region: str) -> None:
         self._provider = provider
         self.region = region
