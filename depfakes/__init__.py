@@ -54,8 +54,8 @@ __all__ = [
     "RedisHandle",
     "S3Handle",
     "StartContext",
-    "UndeclaredDependency",
     "Unavailable",
+    "UndeclaredDependency",
     "__version__",
     "register",
 ]

@@ -35,7 +35,10 @@ def deps(request: pytest.FixtureRequest) -> Iterator[Deps]:
     spec = item.stash.get(SPEC_KEY, EMPTY_SPEC)
     with open_deps(item, spec, state.runtime, state.env_lines) as opened:
         item.stash[DEPS_KEY] = opened
-        yield opened
+        try:
+            yield opened
+        finally:
+            del item.stash[DEPS_KEY]  # items live all session; handles must not
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,9 @@ class SessionState:
     env_lines: list[str] = field(default_factory=list)
 
 
-STATE_KEY = pytest.StashKey["SessionState"]()
-SPEC_KEY = pytest.StashKey["DepsSpec"]()
-DEPS_KEY = pytest.StashKey["Deps"]()
+STATE_KEY = pytest.StashKey[SessionState]()
+SPEC_KEY: pytest.StashKey[DepsSpec] = pytest.StashKey()
+DEPS_KEY: pytest.StashKey[Deps] = pytest.StashKey()
 
 
 def session_state(config: pytest.Config) -> SessionState:

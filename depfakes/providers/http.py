@@ -11,7 +11,7 @@ import ipaddress
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -50,7 +50,7 @@ def _router_class() -> type[respx.MockRouter]:
     import respx
     from respx.models import AllMockedAssertionError
 
-    class UnmatchedRequest(AllMockedAssertionError):  # type: ignore[misc]
+    class UnmatchedRequest(AllMockedAssertionError):
         """A request no route matched; subclassing keeps respx's multi-router fallback."""
 
     UnmatchedRequest.__qualname__ = UnmatchedRequest.__name__
@@ -99,7 +99,7 @@ class HttpProvider(Provider):
     handle_type = HttpHandle
     requires = ("respx", "httpx", "pytest_httpserver")
     extra = "http"
-    options: Mapping[str, Option] = {
+    options: ClassVar[Mapping[str, Option]] = {
         "assert_all_called": Option(False, "Fail the test if a respx route was never called.",
                                     type=bool),
         "base_url": Option(None, "Base URL that the test's respx routes are relative to.",
@@ -120,11 +120,11 @@ class HttpProvider(Provider):
         return HttpHandle(self, router)
 
     def verify(self, handle: HttpHandle) -> None:
-        if self._checks.get(id(handle.mock)):
-            try:
-                handle.mock.assert_all_called()
-            except AssertionError as exc:
-                pytest.fail(f"depfakes http: {exc}", pytrace=False)
+        uncalled = [route for route in handle.mock.routes if not route.called]
+        if self._checks.get(id(handle.mock)) and uncalled:
+            pytest.fail(f"depfakes http: {len(uncalled)} route(s) of deps.http.mock never called "
+                        "(assert_all_called=True):\n" + "\n".join(f"  {r!r}" for r in uncalled),
+                        pytrace=False)
         if handle.server_used and self._server is not None:
             problems = _server_problems(self._server)
             if problems:

@@ -9,11 +9,12 @@ leaking the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -104,7 +105,7 @@ class _Endpoint:
 def _make_tcp_server(version: tuple[int, ...]) -> Any:
     from fakeredis import TcpFakeServer
 
-    class RoutedTcpServer(TcpFakeServer):  # type: ignore[misc]
+    class RoutedTcpServer(TcpFakeServer):
         """fakeredis' TCP server that can close its client connections between tests."""
 
         daemon_threads = True
@@ -129,10 +130,8 @@ def _make_tcp_server(version: tuple[int, ...]) -> Any:
             with self.sockets_lock:
                 sockets = list(self.open_sockets)
             for sock in sockets:
-                try:
+                with contextlib.suppress(OSError):  # already closed by the client
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     return RoutedTcpServer()
 
@@ -149,7 +148,7 @@ class RedisProvider(Provider):
     requires = ("fakeredis", "redis")
     extra = "redis"
     accepts_version = True
-    options: Mapping[str, Option] = {
+    options: ClassVar[Mapping[str, Option]] = {
         "decode_responses": Option(False, "Return str instead of bytes from the handle's "
                                           "clients.", type=bool),
     }
@@ -159,7 +158,8 @@ class RedisProvider(Provider):
         try:
             parsed = _parse_version(version)
         except ValueError:
-            raise ValueError(f"'redis:{version}': a Redis version is numbers like 7 or 7.2")
+            raise ValueError(
+                f"'redis:{version}': a Redis version is numbers like 7 or 7.2") from None
         if not 6 <= parsed[0] <= 8:
             raise ValueError(f"'redis:{version}': fakeredis emulates Redis 6 to 8")
 

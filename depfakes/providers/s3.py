@@ -103,7 +103,7 @@ def _mock_class() -> Any:
     if not (hasattr(models, "botocore_stubber") and hasattr(models, "responses_mock")):
         return models.MockAWS  # unknown moto layout: correct, just slower
 
-    class QuickMockAWS(models.MockAWS):  # type: ignore[misc]
+    class QuickMockAWS(models.MockAWS):
         patterns: ClassVar[list[Any] | None] = None
 
         def _enable_patching(self, reset: bool = True) -> None:
@@ -130,7 +130,7 @@ class S3Provider(Provider):
     extra = "s3"
     settings = (Setting("s3_region", "AWS region of the s3 fake (default us-east-1).",
                         default="us-east-1"),)
-    options: Mapping[str, Option] = {
+    options: ClassVar[Mapping[str, Option]] = {
         "region": Option("us-east-1", "AWS region for the handle's session and clients.",
                          type=str, setting="s3_region"),
     }

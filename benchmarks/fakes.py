@@ -1,0 +1,160 @@
+"""Per-test overhead of depfakes' in-process fakes next to each library used the naive way.
+
+For every dependency it generates two test files with the same N tests, one using the
+depfakes marker and one using the fixture people write by hand, runs each in its own
+pytest process, and takes from pytest's own reports the time each test spent in setup,
+call and teardown. Test bodies only fetch the client, so that time is the overhead.
+
+    python benchmarks/fakes.py            # N=300
+    python benchmarks/fakes.py --tests 1000 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+COLLECTOR = '''
+import json, os, pytest
+DURATIONS = {}
+
+def pytest_runtest_logreport(report):
+    DURATIONS[report.nodeid] = DURATIONS.get(report.nodeid, 0.0) + report.duration
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_OUT"], "w") as fh:
+        json.dump(DURATIONS, fh)
+'''
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "redis": {
+        "depfakes": """
+            import pytest
+
+            @pytest.mark.deps("redis")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                assert deps.redis.client is not None
+        """,
+        "naive": """
+            import fakeredis, pytest
+
+            @pytest.fixture
+            def client():
+                client = fakeredis.FakeRedis()
+                yield client
+                client.flushall()
+                client.close()
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(client, n):
+                assert client is not None
+        """,
+    },
+    "s3": {
+        "depfakes": """
+            import pytest
+
+            @pytest.mark.deps("s3")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                assert deps.s3.client is not None
+        """,
+        "naive": """
+            import boto3, pytest
+            from moto import mock_aws
+
+            @pytest.fixture
+            def client():
+                with mock_aws():
+                    yield boto3.client("s3", region_name="us-east-1")
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(client, n):
+                assert client is not None
+        """,
+    },
+    "http": {
+        "depfakes": """
+            import pytest
+
+            @pytest.mark.deps("http")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                assert deps.http.mock is not None
+        """,
+        "naive": """
+            import pytest, respx
+
+            @pytest.fixture
+            def router():
+                with respx.mock(assert_all_called=False) as router:
+                    yield router
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(router, n):
+                assert router is not None
+        """,
+    },
+}
+
+
+def measure(source: str, tests: int, workdir: Path) -> list[float]:
+    """Run one generated test file; return each test's setup+call+teardown seconds."""
+    workdir.mkdir(parents=True)
+    (workdir / "conftest.py").write_text(COLLECTOR)
+    (workdir / "test_bench.py").write_text(textwrap.dedent(source).replace("range(N)",
+                                                                          f"range({tests})"))
+    out = workdir / "durations.json"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-p", "no:xdist", str(workdir)],
+        cwd=workdir, check=True, capture_output=True,
+        env={**_environ(), "BENCH_OUT": str(out)},
+    )
+    durations = json.loads(out.read_text())
+    # The first test pays one-time costs (imports, boto3 models); that is startup, not
+    # per-test overhead, and pytest's depfakes summary reports it as setup.
+    durations.pop("test_bench.py::test_it[0]", None)
+    return list(durations.values())
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("DEPFAKES_")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=300, help="tests per variant")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="depfakes-bench-") as tmp:
+        for dependency, variants in VARIANTS.items():
+            row: dict[str, float] = {}
+            for variant, source in variants.items():
+                seconds = measure(source, args.tests, Path(tmp) / dependency / variant)
+                row[variant] = statistics.median(seconds) * 1000
+            row["ratio"] = row["depfakes"] / row["naive"]
+            results[dependency] = row
+
+    print(f"per-test overhead, median of {args.tests} tests (setup + call + teardown)")
+    print(f"{'dependency':<12}{'depfakes ms':>14}{'naive ms':>12}{'ratio':>9}")
+    for dependency, row in results.items():
+        print(f"{dependency:<12}{row['depfakes']:>14.3f}{row['naive']:>12.3f}"
+              f"{row['ratio']:>9.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""http: respx router per test; local server whose surprises fail the test."""
+
+from __future__ import annotations
+
+
+def test_routes_are_per_test_and_loopback_passes_through(project, pytester):
+    project(
+        """
+        import httpx
+        import pytest
+
+        @pytest.mark.deps("http")
+        def test_stub(deps):
+            route = deps.http.mock.get("https://api.example.com/users/1").respond(
+                200, json={"id": 1})
+            assert httpx.get("https://api.example.com/users/1").json() == {"id": 1}
+            assert route.call_count == 1
+
+        @pytest.mark.deps("http")
+        def test_previous_routes_are_gone(deps):
+            assert len(deps.http.mock.routes) == 0
+            with pytest.raises(AssertionError, match="GET https://api.example.com/users/1 "
+                               "matched no route"):
+                httpx.get("https://api.example.com/users/1")
+
+        @pytest.mark.deps("http")
+        def test_local_server(deps):
+            deps.http.server.expect_request("/ping").respond_with_json({"pong": True})
+            assert httpx.get(deps.http.server.url_for("/ping")).json() == {"pong": True}
+
+        @pytest.mark.deps("http")
+        def test_server_is_cleared_between_tests(deps):
+            assert deps.http.server.log == []
+            assert len(deps.http.server.handlers) == 0
+
+        @pytest.mark.deps("http")
+        async def test_async_client(deps):
+            deps.http.mock.post("https://api.example.com/items").respond(201)
+            async with httpx.AsyncClient() as client:
+                assert (await client.post("https://api.example.com/items")).status_code == 201
+
+        @pytest.mark.deps("http", base_url="https://api.example.com")
+        def test_base_url(deps):
+            deps.http.mock.get("/v2/health").respond(204)
+            assert httpx.get("https://api.example.com/v2/health").status_code == 204
+        """,
+        conftest="""
+        import asyncio, inspect, pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_pyfunc_call(pyfuncitem):
+            if inspect.iscoroutinefunction(pyfuncitem.obj):
+                args = {n: pyfuncitem.funcargs[n] for n in pyfuncitem._fixtureinfo.argnames}
+                asyncio.run(pyfuncitem.obj(**args))
+                return True
+        """,
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=6)
+
+
+def test_unmatched_request_error_names_method_and_url(project, pytester):
+    project(
+        """
+        import httpx
+        import pytest
+
+        @pytest.mark.deps("http")
+        def test_it(deps):
+            httpx.delete("https://api.example.com/users/7?force=1")
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "E *UnmatchedRequest: depfakes http: DELETE https://api.example.com/users/7?force=1 "
+        "matched no route of deps.http.mock. Stub it, e.g. deps.http.mock.delete(*"
+    ])
+
+
+def test_server_surprises_fail_the_test(project, pytester):
+    project(
+        """
+        import httpx
+        import pytest
+
+        @pytest.mark.deps("http")
+        def test_unexpected_request(deps):
+            httpx.get(deps.http.server.url_for("/not-expected"))
+
+        @pytest.mark.deps("http")
+        def test_handler_error(deps):
+            def handler(request):
+                raise ValueError("boom in handler")
+            deps.http.server.expect_request("/h").respond_with_handler(handler)
+            httpx.get(deps.http.server.url_for("/h"))
+
+        @pytest.mark.deps("http")
+        def test_ordered_left_unmet(deps):
+            deps.http.server.expect_ordered_request("/first").respond_with_data("1")
+            deps.http.server.expect_ordered_request("/second").respond_with_data("2")
+            httpx.get(deps.http.server.url_for("/first"))
+
+        @pytest.mark.deps("http")
+        def test_oneshot_left_unmet(deps):
+            deps.http.server.expect_oneshot_request("/once").respond_with_data("1")
+
+        @pytest.mark.deps("http")
+        def test_all_met_passes(deps):
+            deps.http.server.expect_oneshot_request("/once").respond_with_data("1")
+            assert httpx.get(deps.http.server.url_for("/once")).text == "1"
+
+        @pytest.mark.deps("http", assert_all_called=True)
+        def test_route_never_called(deps):
+            deps.http.mock.get("https://api.example.com/never")
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=5)
+    result.stdout.fnmatch_lines([
+        "*test_unexpected_request*", "depfakes http: deps.http.server:",
+        "*No handler found for request*/not-expected*",
+    ])
+    result.stdout.fnmatch_lines(["*test_handler_error*", "*a handler raised ValueError('boom in handler')"])
+    result.stdout.fnmatch_lines([
+        "*test_ordered_left_unmet*", "*1 ordered expectation(s) never requested:",
+        "*/second*",
+    ])
+    result.stdout.fnmatch_lines(["*test_oneshot_left_unmet*",
+                                 "*1 oneshot expectation(s) never requested:", "*/once*"])
+    result.stdout.fnmatch_lines(["*test_route_never_called*",
+                                 "depfakes http: 1 route(s) of deps.http.mock never called (assert_all_called=True):",
+                                 "  <Route *<Path eq '/never'>*"])
+    # Reported as failures of the tests themselves, not as teardown errors.
+    assert "error" not in result.parseoutcomes()

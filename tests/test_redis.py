@@ -1,0 +1,111 @@
+"""redis: fresh fakeredis per test, one URL that always reaches the current test's state."""
+
+from __future__ import annotations
+
+
+def test_state_never_crosses_tests_through_any_client(project, pytester):
+    project(
+        """
+        import asyncio
+        import os
+        import pytest
+        import redis as redislib
+
+        # An app with a module-level client built from the URL, as many apps have.
+        APP = {}
+
+        @pytest.mark.deps("redis", env={"REDIS_URL": "redis.url"})
+        @pytest.mark.parametrize("n", range(3))
+        def test_isolated(deps, n):
+            if "client" not in APP:
+                APP["client"] = redislib.Redis.from_url(os.environ["REDIS_URL"])
+            app_client = APP["client"]
+            assert app_client.dbsize() == 0
+            assert deps.redis.client.dbsize() == 0
+            app_client.set("written-by-app", n)
+            assert deps.redis.client.get("written-by-app") == str(n).encode()
+            async def read():
+                return await deps.redis.async_client.get("written-by-app")
+            assert asyncio.run(read()) == str(n).encode()
+            deps.redis.client.lpush("q", "a")
+            assert app_client.llen("q") == 1
+
+        @pytest.mark.deps("redis")
+        def test_many_databases(deps):
+            # A whole server per test: every database index is the test's own.
+            for db in (0, 15):
+                client = __import__("fakeredis").FakeRedis(server=deps.redis.server, db=db)
+                client.set("k", db)
+            assert deps.redis.client.get("k") == b"0"
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=4)
+
+
+def test_options_and_version_pins(project, pytester):
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("redis:6.2", decode_responses=True)
+        def test_it(deps):
+            deps.redis.client.set("k", "v")
+            assert deps.redis.client.get("k") == "v"
+            assert deps.redis.server.version == (6, 2)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_no_server_objects_accumulate_over_a_long_run(project, pytester):
+    project(
+        """
+        import gc
+        import pytest
+        import fakeredis
+        import redis as redislib
+
+        @pytest.mark.deps("redis")
+        @pytest.mark.parametrize("n", range(150))
+        def test_use(deps, n):
+            deps.redis.client.set("k", "x" * 1000)
+            redislib.Redis.from_url(deps.redis.url).get("k")
+
+        def test_zz_count_live_servers():
+            gc.collect()
+            live = [o for o in gc.get_objects() if isinstance(o, fakeredis.FakeServer)]
+            # the idle server behind the URL, plus at most a couple not yet collected
+            assert len(live) <= 3, len(live)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly", "-q").assert_outcomes(passed=151)
+
+
+def test_url_endpoint_is_closed_at_session_end(project, pytester):
+    project(
+        """
+        import socket
+        import pytest
+
+        PORT = []
+
+        @pytest.mark.deps("redis")
+        def test_it(deps):
+            PORT.append(int(deps.redis.url.rsplit(":", 1)[1].split("/")[0]))
+        """,
+        conftest="""
+        import socket
+
+        import pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_unconfigure(config):
+            from test_project import PORT
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", PORT[0])) != 0, "endpoint still listening"
+            print("ENDPOINT CLOSED")
+        """,
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*ENDPOINT CLOSED*"])
