@@ -158,8 +158,9 @@ def add_options(parser: pytest.Parser, settings: Iterable[Setting]) -> None:
     group = parser.getgroup("depfakes", "depfakes: dependencies for tests")
     for setting in settings:
         help_text = f"{setting.help} [env {setting.env}, ini {setting.ini}]"
-        parser.addini(setting.ini, setting.help, type="linelist" if setting.type in (
-            "lines", "mapping") else "string")
+        ini_type: Literal["linelist", "string"] = (
+            "linelist" if setting.type in ("lines", "mapping") else "string")
+        parser.addini(setting.ini, setting.help, type=ini_type)
         if not setting.cli:
             continue
         flags = [setting.flag, *_free_aliases(parser, setting.aliases)]
