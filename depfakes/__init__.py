@@ -24,10 +24,12 @@ pytest_plugins = ["depfakes.plugin"]
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
 
 _HANDLES = {
+    "PostgresHandle": "depfakes.providers.postgres",
     "RedisHandle": "depfakes.providers.redis",
     "S3Handle": "depfakes.providers.s3",
     "HttpHandle": "depfakes.providers.http",
@@ -50,6 +52,7 @@ __all__ = [
     "MarkerError",
     "MissingExtra",
     "Option",
+    "PostgresHandle",
     "Provider",
     "RedisHandle",
     "S3Handle",

@@ -18,6 +18,7 @@ from depfakes.runtime import Key, Runtime
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
 
@@ -33,6 +34,7 @@ class Deps:
     """One attribute per dependency the test declared: ``deps.redis``, ``deps.s3``, ..."""
 
     if TYPE_CHECKING:
+        postgres: PostgresHandle
         redis: RedisHandle
         s3: S3Handle
         http: HttpHandle

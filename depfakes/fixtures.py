@@ -18,10 +18,11 @@ from depfakes.state import DEPS_KEY, SPEC_KEY, session_state
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
 
-__all__ = ["_depfakes_autouse", "deps", "http", "pytest_plugins", "redis", "s3"]
+__all__ = ["_depfakes_autouse", "deps", "http", "postgres", "pytest_plugins", "redis", "s3"]
 
 pytest_plugins = ["depfakes"]
 
@@ -49,6 +50,12 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("deps")
 
 
+@pytest.fixture(name="postgres")
+def postgres(deps: Deps) -> PostgresHandle:
+    """This test's PostgreSQL database. Requesting it declares 'postgres'."""
+    return deps.postgres
+
+
 @pytest.fixture(name="redis")
 def redis(deps: Deps) -> RedisHandle:
     """This test's Redis (fakeredis by default). Requesting it declares 'redis'."""
@@ -68,4 +75,4 @@ def http(deps: Deps) -> HttpHandle:
 
 
 # Fixture name -> dependency it declares, for the collection hook.
-DEPENDENCY_FIXTURES = {"redis": redis, "s3": s3, "http": http}
+DEPENDENCY_FIXTURES = {"postgres": postgres, "redis": redis, "s3": s3, "http": http}

@@ -18,12 +18,19 @@ from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixt
     _depfakes_autouse,
     deps,
     http,
+    postgres,
     redis,
     s3,
 )
 from depfakes.marker import MARKER, spec_for
 from depfakes.runtime import Runtime, key_label
 from depfakes.state import DEPS_KEY, SPEC_KEY, STATE_KEY, SessionState, session_state
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from depfakes import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -135,6 +135,8 @@ class Runtime:
         with self._lock:
             if self._workdir is None:
                 self._workdir = Path(tempfile.mkdtemp(prefix="depfakes-"))
+                # Servers may run as an unprivileged user that must reach their subdirectory.
+                self._workdir.chmod(0o755)
         path = self._workdir / key_label(key).replace(":", "-")
         path.mkdir(exist_ok=True)
         return path

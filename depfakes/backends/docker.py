@@ -1,0 +1,183 @@
+"""The ``docker`` backend: a container started through testcontainers.
+
+Containers publish their port on 127.0.0.1 only and carry labels naming the session,
+its process and host, so that a later session can remove what a killed one left behind
+(without Ryuk) and never touches a container whose session is still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from depfakes.backends import BackendUnavailable, Server, last_lines
+
+LABEL_PREFIX = "io.depfakes"
+LABEL_SESSION = f"{LABEL_PREFIX}.session"
+LABEL_PID = f"{LABEL_PREFIX}.pid"
+LABEL_HOST = f"{LABEL_PREFIX}.host"
+LABEL_CONFIG = f"{LABEL_PREFIX}.config"
+SESSION_ID = uuid.uuid4().hex[:12]
+
+
+@dataclass
+class ContainerSpec:
+    image: str
+    port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    # Called with (host, port) until it returns True; exceptions count as "not yet".
+    ready: Callable[[str, int], bool] = lambda host, port: True
+    timeout: float = 60.0
+    config_hash: str = ""
+
+
+def docker_client() -> Any:
+    """A docker-py client, or BackendUnavailable saying why the daemon can't be reached."""
+    try:
+        import docker
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the docker package is not installed ({exc}); pip install 'depfakes[postgres]'"
+        ) from None
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"the Docker daemon is not reachable ({_short(exc)}); start Docker or set "
+            "DOCKER_HOST"
+        ) from None
+    return client
+
+
+def ensure_image(client: Any, image: str) -> None:
+    import docker
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.pull(image)
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"image {image} is not present locally and could not be pulled ({_short(exc)}); "
+            "pull or build it, or point depfakes at an image you have"
+        ) from None
+
+
+def start_container(spec: ContainerSpec) -> Server:
+    """Start ``spec`` and wait until it is ready; remove it again on any failure."""
+    client = docker_client()
+    sweep_dead_sessions(client)
+    ensure_image(client, spec.image)
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(spec.image)
+    for key, value in spec.env.items():
+        container.with_env(key, value)
+    if spec.command:
+        container.with_command(spec.command)
+    # Published on loopback only: never reachable from other machines.
+    # docker-py takes (ip,) for "this ip, any free port"; testcontainers' hint is narrower.
+    container.ports[f"{spec.port}/tcp"] = ("127.0.0.1",)  # type: ignore[assignment]
+    for path, options in spec.tmpfs.items():
+        container.with_tmpfs_mount(path, options or None)
+    container.with_kwargs(labels=session_labels(spec.config_hash))
+    try:
+        container.start()
+        host_port = _published_port(container.get_wrapped_container(), spec.port)
+        _wait_ready(container, spec, host_port)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.stop()
+        raise
+    wrapped = container.get_wrapped_container()
+    return Server(
+        backend="docker", host="127.0.0.1", port=host_port,
+        description=f"docker {spec.image} (container {wrapped.short_id})",
+        stop=lambda: _remove(container), logs=lambda: _logs(container),
+    )
+
+
+def session_labels(config_hash: str = "") -> dict[str, str]:
+    return {LABEL_SESSION: SESSION_ID, LABEL_PID: str(os.getpid()),
+            LABEL_HOST: socket.gethostname(), LABEL_CONFIG: config_hash}
+
+
+def sweep_dead_sessions(client: Any) -> list[str]:
+    """Remove containers left by depfakes sessions on this host whose process is gone."""
+    removed = []
+    host = socket.gethostname()
+    for container in client.containers.list(all=True, filters={"label": LABEL_PID}):
+        labels = container.labels
+        if labels.get(LABEL_HOST) != host or _pid_alive(int(labels.get(LABEL_PID, "0"))):
+            continue
+        with contextlib.suppress(Exception):  # another session may be sweeping it too
+            container.remove(force=True, v=True)
+            removed.append(container.short_id)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _published_port(container: Any, port: int) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+            return int(binding["HostPort"])
+    raise BackendUnavailable(f"container port {port} was not published on 127.0.0.1")
+
+
+def _wait_ready(container: Any, spec: ContainerSpec, host_port: int) -> None:
+    deadline = time.monotonic() + spec.timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if spec.ready("127.0.0.1", host_port):
+                return
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        if wrapped.status in ("exited", "dead"):
+            raise RuntimeError(f"container from {spec.image} exited before it was ready "
+                               f"(status {wrapped.status}). Last log lines:\n"
+                               f"{last_lines(_logs(container))}")
+        time.sleep(0.02)  # testcontainers' 1 s default would dominate start-up
+    raise TimeoutError(f"{spec.image} was not ready within {spec.timeout:.0f} s. "
+                       f"Last log lines:\n{last_lines(_logs(container))}")
+
+
+def _logs(container: Any) -> str:
+    try:
+        return str(container.get_wrapped_container().logs(tail=50).decode(errors="replace"))
+    except Exception as exc:
+        return f"(logs unavailable: {_short(exc)})"
+
+
+def _remove(container: Any) -> None:
+    with contextlib.suppress(Exception):
+        container.get_wrapped_container().remove(force=True, v=True)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

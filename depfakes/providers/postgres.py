@@ -1,0 +1,515 @@
+"""The ``postgres`` dependency: a real PostgreSQL, a database per test.
+
+One server per session (docker, local binaries, or an existing server by URL). A
+template database holds the schema (built once by the init hook); every test gets its
+own clone. Clones are made ahead of need by background workers and dropped in the
+background after use, so a test waits neither for ``CREATE`` nor for ``DROP DATABASE``.
+``isolation="transaction"`` instead runs the test inside a transaction that is rolled
+back, on one shared clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import importlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+
+from depfakes.backends import BACKENDS, BackendUnavailable, Server
+from depfakes.backends import docker as docker_backend
+from depfakes.backends import local as local_backend
+from depfakes.backends.url import server_from_url
+from depfakes.config import Setting
+from depfakes.errors import DepfakesError
+from depfakes.providers.base import Option, Provider, StartContext, Unavailable
+
+if TYPE_CHECKING:
+    import psycopg
+    import sqlalchemy
+    from sqlalchemy.orm import Session
+
+DEFAULT_IMAGE = "postgres:17-alpine"
+# Test data is throwaway: durability costs time and buys nothing.
+FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    host: str
+    port: int
+    user: str
+    password: str | None
+
+    def url(self, dbname: str, driver: str = "postgresql") -> str:
+        from sqlalchemy.engine import URL
+
+        return URL.create(driver, self.user, self.password, self.host, self.port,
+                          dbname).render_as_string(hide_password=False)
+
+
+class IsolationError(DepfakesError, AttributeError):
+    """A handle attribute that would escape the test's rollback in transaction mode."""
+
+
+class PostgresHandle:
+    """What a test gets as ``deps.postgres``."""
+
+    dbname: str
+    isolation: str
+
+    def __init__(self, creds: Credentials, dbname: str, isolation: str,
+                 connection: sqlalchemy.Connection | None = None) -> None:
+        self._creds = creds
+        self.dbname = dbname
+        self.isolation = isolation
+        self._txn_connection = connection
+        self._opened: list[psycopg.Connection[Any]] = []
+
+    @property
+    def dsn(self) -> str:
+        """libpq URL (``postgresql://...``) of this test's database."""
+        self._escape_check("dsn")
+        return self._creds.url(self.dbname)
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL with the psycopg 3 driver."""
+        self._escape_check("url")
+        return self._creds.url(self.dbname, "postgresql+psycopg")
+
+    @property
+    def async_url(self) -> str:
+        """SQLAlchemy URL for ``create_async_engine`` (psycopg 3, async)."""
+        self._escape_check("async_url")
+        return self._creds.url(self.dbname, "postgresql+psycopg_async")
+
+    @cached_property
+    def engine(self) -> sqlalchemy.Engine:
+        self._escape_check("engine")
+        import sqlalchemy
+
+        return sqlalchemy.create_engine(self._creds.url(self.dbname, "postgresql+psycopg"))
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new psycopg connection to this test's database (closed after the test)."""
+        self._escape_check("connect()")
+        import psycopg
+
+        connection = psycopg.connect(self.dsn, **kwargs)
+        self._opened.append(connection)
+        return connection
+
+    @cached_property
+    def connection(self) -> sqlalchemy.Connection:
+        if self._txn_connection is not None:
+            return self._txn_connection
+        return self.engine.connect()
+
+    @cached_property
+    def session(self) -> Session:
+        from sqlalchemy.orm import Session
+
+        if self._txn_connection is not None:
+            # commit() in code under test becomes a savepoint inside the outer transaction.
+            return Session(bind=self._txn_connection, join_transaction_mode="create_savepoint")
+        return Session(bind=self.engine)
+
+    def close(self) -> None:
+        """Close everything this handle opened (the rollback itself is the provider's)."""
+        session = self.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
+        connection = self.__dict__.pop("connection", None)
+        if connection is not None and connection is not self._txn_connection:
+            connection.close()
+        engine = self.__dict__.pop("engine", None)
+        if engine is not None:
+            engine.dispose()
+        for opened in self._opened:
+            opened.close()
+
+    def _escape_check(self, attr: str) -> None:
+        if self._txn_connection is not None:
+            raise IsolationError(
+                f"deps.postgres.{attr} is not available with isolation=\"transaction\": a "
+                "connection made through it would escape the test's rollback. Use "
+                "deps.postgres.session or deps.postgres.connection, or isolation=\"database\"."
+            )
+
+    def __repr__(self) -> str:
+        return f"<PostgresHandle {self.dbname} isolation={self.isolation}>"
+
+
+class ClonePool:
+    """Databases cloned from the template ahead of need; used ones dropped in the background."""
+
+    def __init__(self, creds: Credentials, admin_db: str, template: str, prefix: str,
+                 strategy: str, size: int = 4, workers: int = 2) -> None:
+        self._creds, self._admin_db = creds, admin_db
+        self._template, self._prefix, self._strategy = template, prefix, strategy
+        self._size = size
+        self._ready: deque[str] = deque()
+        self._drops: deque[str] = deque()
+        self._creating = 0
+        self._counter = 0
+        self._closing = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._threads = [threading.Thread(target=self._work, name=f"depfakes-pg-clone-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def take(self) -> str:
+        with self._cond:
+            while not self._ready and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise RuntimeError(f"cloning the template failed: {self._error}")
+            name = self._ready.popleft()
+            self._cond.notify_all()
+            return name
+
+    def drop_later(self, name: str) -> None:
+        with self._cond:
+            self._drops.append(name)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Drop every clone (ready or used) and stop the workers."""
+        with self._cond:
+            self._closing = True
+            self._drops.extend(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _work(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+            while True:
+                action, name = self._next_job()
+                if action == "stop":
+                    return
+                try:
+                    if action == "create":
+                        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
+                                      f"{self._strategy}")
+                    else:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except Exception as exc:
+                    with self._cond:
+                        self._error = self._error or exc
+                        self._creating -= action == "create"
+                        self._cond.notify_all()
+                    continue
+                self._done(action, name)
+
+    def _next_job(self) -> tuple[str, str]:
+        with self._cond:
+            while True:
+                wanted = self._size - len(self._ready) - self._creating
+                if not self._closing and wanted > 0 and self._error is None:
+                    self._counter += 1
+                    self._creating += 1
+                    return "create", f"{self._prefix}_{self._counter}"
+                if self._drops:
+                    return "drop", self._drops.popleft()
+                if self._closing and self._creating == 0:
+                    return "stop", ""
+                self._cond.wait()
+
+    def _done(self, action: str, name: str) -> None:
+        with self._cond:
+            if action == "create":
+                self._creating -= 1
+                (self._drops if self._closing else self._ready).append(name)
+            self._cond.notify_all()
+
+
+class PostgresProvider(Provider):
+    name = "postgres"
+    handle_type = PostgresHandle
+    requires = ("psycopg", "sqlalchemy")
+    extra = "postgres"
+    accepts_version = True
+    settings = (
+        Setting("postgres_url", "An existing PostgreSQL server to use (libpq URL of a user "
+                "allowed to CREATE DATABASE); selects the url backend."),
+        Setting("postgres_image", f"Docker image for the docker backend (default {DEFAULT_IMAGE}"
+                "); a version pin such as \"postgres:16\" replaces its tag.",
+                default=DEFAULT_IMAGE),
+        Setting("postgres_init", "module:callable run once on the template database with its "
+                "DSN, like the pytest_depfakes_postgres_init hook.", cli=False),
+        Setting("start_timeout", "Seconds a server may take to become ready.", type="float",
+                default=60.0),
+    )
+    options: ClassVar[Mapping[str, Option]] = {
+        "isolation": Option("database", "\"database\": a database per test (default); "
+                            "\"transaction\": a rolled-back transaction on a shared one.",
+                            type=str, choices=("database", "transaction")),
+    }
+
+    @classmethod
+    def check_version(cls, version: str) -> None:
+        if not version.split(".")[0].isdigit():
+            raise ValueError(f"'postgres:{version}': a PostgreSQL version is a major "
+                             "version number like 16")
+
+    def start(self, ctx: StartContext) -> None:
+        self._ctx = ctx
+        self._server, self._creds = self._obtain_server(ctx)
+        self.description = self._server.description
+        try:
+            self._prepare_databases(ctx)
+        except BaseException:
+            self._server.stop()
+            raise
+        self._txn: tuple[sqlalchemy.Engine, str] | None = None
+        self._txn_lock = threading.Lock()
+        self._active: dict[int, Any] = {}
+
+    def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> PostgresHandle:
+        if options["isolation"] == "transaction":
+            engine, dbname = self._transaction_database()
+            connection = engine.connect()
+            transaction = connection.begin()
+            handle = PostgresHandle(self._creds, dbname, "transaction", connection)
+            self._active[id(handle)] = transaction
+            return handle
+        return PostgresHandle(self._creds, self._pool.take(), "database")
+
+    def release(self, handle: PostgresHandle) -> None:
+        try:
+            handle.close()
+        finally:
+            transaction = self._active.pop(id(handle), None)
+            if transaction is not None:
+                connection = handle.connection
+                if transaction.is_active:
+                    transaction.rollback()
+                connection.close()
+            else:
+                self._pool.drop_later(handle.dbname)
+
+    def stop(self) -> None:
+        try:
+            if self._txn is not None:
+                self._txn[0].dispose()
+                self._pool.drop_later(self._txn[1])
+            self._pool.close()
+            self._drop_template()
+        finally:
+            self._server.stop()
+
+    # --- server -----------------------------------------------------------------------
+
+    def _obtain_server(self, ctx: StartContext) -> tuple[Server, Credentials]:
+        forced = ctx.settings.get("backend").get("postgres", "auto")
+        if forced not in ("auto", *BACKENDS):
+            raise DepfakesError(f"--deps-backend postgres={forced}: choose one of auto, "
+                                f"{', '.join(BACKENDS)}")
+        order = BACKENDS if forced == "auto" else (forced,)
+        reasons = []
+        for backend in order:
+            try:
+                started: tuple[Server, Credentials] = getattr(self, f"_start_{backend}")(ctx)
+                return started
+            except BackendUnavailable as exc:
+                reasons.append(f"{backend}: {exc}")
+        raise Unavailable("no backend can run PostgreSQL here (" + "; ".join(reasons) + ")")
+
+    def _start_url(self, ctx: StartContext) -> tuple[Server, Credentials]:
+        url = ctx.settings.get("postgres_url")
+        if not url:
+            raise BackendUnavailable("set DEPFAKES_POSTGRES_URL to use an existing server")
+        from urllib.parse import unquote, urlsplit
+
+        server = server_from_url(url, 5432)
+        parts = urlsplit(url)
+        creds = Credentials(server.host, server.port, unquote(parts.username or "postgres"),
+                            unquote(parts.password) if parts.password else None)
+        self._admin_db = parts.path.lstrip("/") or "postgres"
+        try:
+            _ready(creds, self._admin_db)
+        except Exception as exc:
+            raise DepfakesError(f"DEPFAKES_POSTGRES_URL ({server.description}) does not "
+                                f"answer: {exc}") from None
+        return server, creds
+
+    def _start_docker(self, ctx: StartContext) -> tuple[Server, Credentials]:
+        image = _image_for(ctx.settings.get("postgres_image"), ctx.version)
+        creds = Credentials("127.0.0.1", 0, "postgres", "postgres")
+        self._admin_db = "postgres"
+        spec = docker_backend.ContainerSpec(
+            image=image, port=5432,
+            env={"POSTGRES_USER": creds.user, "POSTGRES_PASSWORD": str(creds.password),
+                 "POSTGRES_DB": self._admin_db, "POSTGRES_HOST_AUTH_METHOD": "trust"},
+            command=["postgres", *[arg for s in FAST_SETTINGS for arg in ("-c", s)]],
+            tmpfs={"/var/lib/postgresql/data": ""},
+            ready=lambda host, port: _ready(Credentials(host, port, "postgres", "postgres"),
+                                            "postgres"),
+            timeout=ctx.settings.get("start_timeout"),
+            config_hash=_hash(image, *FAST_SETTINGS),
+        )
+        server = docker_backend.start_container(spec)
+        return server, Credentials(server.host, server.port, creds.user, creds.password)
+
+    def _start_local(self, ctx: StartContext) -> tuple[Server, Credentials]:
+        bindir = _find_bindir(ctx.version)
+        user = local_backend.run_as()
+        data = ctx.workdir / "data"
+        shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
+        local_backend.give_to(ctx.workdir, user)
+        port = local_backend.free_port()
+        creds = Credentials("127.0.0.1", port, "postgres", None)
+        self._admin_db = "postgres"
+        command = [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                   "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
+                   *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
+        server = local_backend.spawn_server(
+            command, workdir=ctx.workdir, user=user, port=port,
+            ready=lambda host, port: _ready(creds, "postgres"),
+            timeout=ctx.settings.get("start_timeout"),
+            description=f"local {bindir / 'postgres'} (port {port})")
+        return server, creds
+
+    # --- databases ----------------------------------------------------------------------
+
+    def _prepare_databases(self, ctx: StartContext) -> None:
+        import psycopg
+
+        prefix = f"depfakes_{docker_backend.SESSION_ID}"
+        self._template = f"{prefix}_tpl"
+        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+            version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            if ctx.version and int(ctx.version.split(".")[0]) != version // 10000:
+                raise DepfakesError(
+                    f"postgres:{ctx.version} was pinned but {self.description} runs "
+                    f"PostgreSQL {version // 10000}; change the pin or the server")
+            admin.execute(f'CREATE DATABASE "{self._template}"')
+        self._run_init(ctx, self._creds.url(self._template))
+        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+            # Connections the init code left open would block cloning.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
+            admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE true '
+                          "ALLOW_CONNECTIONS false")
+        strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
+        self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix, strategy)
+
+    def _run_init(self, ctx: StartContext, dsn: str) -> None:
+        ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn)
+        target = ctx.settings.get("postgres_init")
+        if target:
+            module, _, attr = target.partition(":")
+            if not attr:
+                raise DepfakesError(f"depfakes_postgres_init = {target!r}: expected "
+                                    "'module:callable'")
+            importlib.import_module(module).__dict__[attr](dsn)
+
+    def _transaction_database(self) -> tuple[sqlalchemy.Engine, str]:
+        with self._txn_lock:
+            if self._txn is None:
+                import sqlalchemy
+
+                dbname = self._pool.take()
+                engine = sqlalchemy.create_engine(
+                    self._creds.url(dbname, "postgresql+psycopg"), pool_size=1)
+                self._txn = (engine, dbname)
+            return self._txn
+
+    def _drop_template(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE false')
+            admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
+
+
+def _ready(creds: Credentials, dbname: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(creds.url(dbname), connect_timeout=2) as connection:
+        connection.execute("SELECT 1")
+    return True
+
+
+def _image_for(image: str, version: str | None) -> str:
+    if not version:
+        return image
+    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    suffix = "-alpine" if image == DEFAULT_IMAGE else ""
+    return f"{repo}:{version}{suffix}"
+
+
+def _find_bindir(version: str | None) -> Path:
+    candidates: list[Path] = []
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                             timeout=10)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    found = local_backend.find_binary("initdb")
+    if found is not None:
+        candidates.append(found.resolve().parent)
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    for bindir in candidates:
+        has_tools = all((bindir / tool).is_file() for tool in ("initdb", "postgres"))
+        if has_tools and (version is None or _binary_major(bindir) == version.split(".")[0]):
+            return bindir
+    if version and candidates:
+        raise BackendUnavailable(f"no PostgreSQL {version} binaries here (found "
+                                 f"{', '.join(str(c) for c in candidates)})")
+    raise BackendUnavailable("no PostgreSQL server binaries (initdb, postgres) on PATH or "
+                             "pg_config --bindir; install them (e.g. apt install postgresql)")
+
+
+def _binary_major(bindir: Path) -> str:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
+                         text=True, timeout=10)
+    return out.stdout.split()[-1].split(".")[0] if out.returncode == 0 else ""
+
+
+def _cached_cluster(bindir: Path, user: Any) -> Path:
+    """An initdb'd cluster, built once per machine, so a session start is copy + spawn."""
+    from filelock import FileLock
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depfakes"
+    key = _hash(str(bindir.resolve()), _binary_major(bindir), str(user and user.pw_uid))
+    cluster = cache / f"postgres-{key}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cluster) + ".lock"):
+        if (cluster / "PG_VERSION").exists():
+            return cluster
+        # Built under /tmp: the unprivileged user may not reach a root-owned cache dir.
+        building = Path(tempfile.mkdtemp(prefix="depfakes-initdb-")) / "data"
+        building.mkdir()
+        local_backend.give_to(building.parent, user)
+        try:
+            local_backend.run_checked(
+                [str(bindir / "initdb"), "-D", str(building), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--locale=C", "--no-sync"], user, "initdb")
+            shutil.move(str(building), str(cluster))
+        finally:
+            shutil.rmtree(building.parent, ignore_errors=True)
+    return cluster
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
