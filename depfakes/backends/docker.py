@@ -162,7 +162,7 @@ def _wait_ready(container: Any, spec: ContainerSpec, host_port: int) -> None:
                                f"(status {wrapped.status}). Last log lines:\n"
                                f"{last_lines(_logs(container))}")
         time.sleep(0.02)  # testcontainers' 1 s default would dominate start-up
-    raise TimeoutError(f"{spec.image} was not ready within {spec.timeout:.0f} s. "
+    raise TimeoutError(f"{spec.image} was not ready within {spec.timeout:g} s. "
                        f"Last log lines:\n{last_lines(_logs(container))}")
 
 

@@ -93,7 +93,7 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
                                f"was ready. Last log lines:\n{last_lines(logs())}")
         if time.monotonic() > deadline:
             stop()
-            raise TimeoutError(f"{description} was not ready within {timeout:.0f} s. "
+            raise TimeoutError(f"{description} was not ready within {timeout:g} s. "
                                f"Last log lines:\n{last_lines(logs())}")
         time.sleep(0.01)
 

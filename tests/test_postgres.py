@@ -1,0 +1,396 @@
+"""postgres on real servers: every backend, both isolation modes, hooks, cleanup, errors.
+
+Needs a Docker engine with DEPFAKES_POSTGRES_IMAGE set (CI builds local/postgres:15) for
+the docker backend, and PostgreSQL binaries for the local one; what is missing here is
+skipped with the reason, or failed under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+IMAGE = os.environ.get("DEPFAKES_POSTGRES_IMAGE")
+
+
+def _docker_ok() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True).returncode == 0
+
+
+def _local_ok() -> bool:
+    from depfakes.backends import BackendUnavailable
+    from depfakes.providers.postgres import _find_bindir
+
+    try:
+        _find_bindir(None)
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def _need(ok: bool, why: str) -> None:
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {why}")
+        pytest.skip(f"needs {why}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A PostgreSQL server the tests start themselves, for the url backend."""
+    _need(_local_ok(), "PostgreSQL binaries")
+    from depfakes.backends import local
+    from depfakes.providers.postgres import Credentials, _cached_cluster, _find_bindir, _ready
+
+    bindir, user = _find_bindir(None), local.run_as()
+    # Not under pytest's 0700 basetemp: the server may run as another user.
+    workdir = Path(tempfile.mkdtemp(prefix="depfakes-url-server-"))
+    workdir.chmod(0o755)
+    shutil.copytree(_cached_cluster(bindir, user), workdir / "data")
+    local.give_to(workdir, user)
+    port = local.free_port()
+    creds = Credentials("127.0.0.1", port, "postgres", None)
+    server = local.spawn_server(
+        [str(bindir / "postgres"), "-D", str(workdir / "data"), "-p", str(port),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}"],
+        workdir=workdir, user=user, port=port, ready=lambda h, p: _ready(creds, "postgres"),
+        timeout=30, description="url test server")
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["docker", "local", "url"])
+def backend(request, monkeypatch):
+    """Run a test project against each backend; returns the pytest args that select it."""
+    monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
+    if request.param == "docker":
+        _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    elif request.param == "local":
+        _need(_local_ok(), "PostgreSQL binaries")
+    else:
+        monkeypatch.setenv("DEPFAKES_POSTGRES_URL", request.getfixturevalue("postgres_server"))
+    return ["--deps-backend", f"postgres={request.param}"]
+
+
+def _databases(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes_%'")
+        return [row[0] for row in rows]
+
+
+SUITE = '''
+import asyncio
+import threading
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+@pytest.mark.deps("postgres")
+@pytest.mark.parametrize("n", range(4))
+def test_commits_through_its_own_engine_and_sees_only_its_own_rows(deps, n):
+    engine = sa.create_engine(deps.postgres.url)  # the app's own engine, from the URL
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM items")).scalar() == 1  # the seed
+        conn.execute(sa.text("INSERT INTO items (name) VALUES (:n)"), {"n": f"row-{n}"})
+    with deps.postgres.connect() as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM items ORDER BY id")]
+    assert names == ["seeded", f"row-{n}"]
+    engine.dispose()
+
+
+@pytest.mark.deps("postgres")
+def test_parallel_connections(deps):
+    def insert(i):
+        with psycopg.connect(deps.postgres.dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO items (name) VALUES (%s)", (f"t{i}",))
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert deps.postgres.session.execute(sa.text("SELECT count(*) FROM items")).scalar() == 9
+
+
+@pytest.mark.deps("postgres")
+def test_async_url(deps):
+    async def run():
+        engine = create_async_engine(deps.postgres.async_url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO items (name) VALUES ('async')"))
+            count = (await conn.execute(sa.text("SELECT count(*) FROM items"))).scalar()
+        await engine.dispose()
+        return count
+    assert asyncio.run(run()) == 2
+
+
+@pytest.mark.deps("postgres")
+def test_handles(deps, postgres):
+    assert postgres is deps.postgres
+    assert postgres.dbname.startswith("depfakes_")
+    assert postgres.dsn.startswith("postgresql://") and postgres.dsn.endswith(postgres.dbname)
+    assert postgres.url.startswith("postgresql+psycopg://")
+    assert postgres.engine.url.database == postgres.dbname
+    assert postgres.connection.execute(sa.text("SELECT current_database()")).scalar() == postgres.dbname
+
+
+@pytest.mark.deps("postgres", isolation="transaction")
+@pytest.mark.parametrize("n", range(3))
+def test_transaction_mode_rolls_back_even_commits(deps, n):
+    session = deps.postgres.session
+    assert session.execute(sa.text("SELECT count(*) FROM items")).scalar() == 1
+    session.execute(sa.text("INSERT INTO items (name) VALUES ('in-txn')"))
+    session.commit()  # code under test commits: a savepoint, still rolled back at the end
+    assert deps.postgres.connection.execute(sa.text("SELECT count(*) FROM items")).scalar() == 2
+
+
+@pytest.mark.deps("postgres", isolation="transaction")
+@pytest.mark.parametrize("attr", ["url", "dsn", "async_url", "engine"])
+def test_transaction_mode_refuses_escaping_handles(deps, attr):
+    with pytest.raises(AttributeError, match=f"deps.postgres.{attr} is not available with "
+                       'isolation="transaction".*use deps.postgres.session'.replace("use", "Use")):
+        getattr(deps.postgres, attr)
+'''
+
+CONFTEST = '''
+import psycopg
+
+def pytest_depfakes_postgres_init(dsn):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO items (name) VALUES ('seeded')")
+'''
+
+
+def test_postgres_suite_on_each_backend(backend, project, pytester, monkeypatch):
+    project(SUITE, conftest=CONFTEST)
+    result = pytester.runpytest_subprocess(*backend, "-p", "no:randomly")
+    result.assert_outcomes(passed=14)
+    result.stdout.fnmatch_lines(["postgres * 14 tests * setup * median * ms/test"])
+    url = os.environ.get("DEPFAKES_POSTGRES_URL")
+    if url:  # an existing server: everything depfakes created there is gone
+        assert _databases(url) == []
+
+
+def test_ini_init_and_cleanup_after_failures(postgres_server, project, pytester, monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    pytester.makepyfile(schema='''
+import psycopg
+
+def build(dsn):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE users (id int)")
+''')
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        @pytest.mark.parametrize("n", range(3))
+        def test_fails(deps, n):
+            deps.postgres.connect().execute("INSERT INTO users VALUES (1)")
+            assert False, "failing on purpose"
+        """,
+        ini="pythonpath = .\ndepfakes_postgres_init = schema:build",
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*failing on purpose*"])
+    assert _databases(postgres_server) == []
+
+
+def test_failing_init_hook_is_reported_once(postgres_server, project, pytester, monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        @pytest.mark.parametrize("n", range(3))
+        def test_it(deps, n):
+            pass
+        """,
+        conftest="""
+        def pytest_depfakes_postgres_init(dsn):
+            raise RuntimeError("migration 0042 is broken")
+        """,
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=3)
+    # Its traceback once (plus the summary line), then one line for each other test.
+    assert result.stdout.str().count("RuntimeError: migration 0042 is broken") == 2
+    result.stdout.fnmatch_lines(["*postgres failed to start; the error is shown once, at "
+                                 "test_project.py::test_it?0?*"])
+    assert _databases(postgres_server) == []
+
+
+USES_POSTGRES = """
+    import pytest
+
+    @pytest.mark.deps("postgres")
+    def test_it(deps):
+        pass
+"""
+
+
+def test_no_backend_skips_with_reason_or_fails_under_strict(project, pytester, monkeypatch):
+    monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*depfakes: postgres is not available here: no backend "
+                                 "can run PostgreSQL here (url: set DEPFAKES_POSTGRES_URL to use "
+                                 "an existing server)"])
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
+
+
+def test_docker_daemon_down(project, pytester, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.delenv("CI", raising=False)
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*docker: the Docker daemon is not reachable (*); start Docker "
+                                 "or set DOCKER_HOST)"])
+
+
+def test_docker_image_missing(project, pytester, monkeypatch):
+    _need(_docker_ok(), "a Docker engine")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("DEPFAKES_POSTGRES_IMAGE", "local/no-such-postgres:1")
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*image local/no-such-postgres:1 is not present locally and could "
+                                 "not be pulled (*); pull or build it*"])
+
+
+def test_server_not_ready_in_time_shows_its_log_and_leaves_no_container(project, pytester,
+                                                                        monkeypatch):
+    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    monkeypatch.setenv("DEPFAKES_START_TIMEOUT", "0.2")  # no PostgreSQL starts that fast
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{IMAGE} was not ready within 0.2 s. Last log lines:*"])
+    assert _depfakes_containers() == []
+
+
+def test_server_that_exits_shows_its_log_and_leaves_no_container(project, pytester,
+                                                                 monkeypatch):
+    redis_image = os.environ.get("DEPFAKES_REDIS_IMAGE", "local/redis:7")
+    _need(_docker_ok() and subprocess.run(["docker", "image", "inspect", redis_image],
+                                          capture_output=True).returncode == 0,
+          f"a Docker engine with {redis_image}")
+    # An image that is not PostgreSQL at all: it rejects the arguments and exits.
+    monkeypatch.setenv("DEPFAKES_POSTGRES_IMAGE", redis_image)
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*container from {redis_image} exited before it was ready "
+                                 "(status exited). Last log lines:*", "*FATAL CONFIG FILE ERROR*"])
+    assert _depfakes_containers() == []
+
+
+def test_version_pin_the_backend_cannot_honour(postgres_server, project, pytester, monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    project(USES_POSTGRES.replace('"postgres"', '"postgres:9"'))
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*postgres:9 was pinned but url postgresql://*runs PostgreSQL *; "
+                                 "change the pin or the server"])
+    monkeypatch.delenv("CI", raising=False)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*local: no PostgreSQL 9 binaries here*"])
+
+
+def _depfakes_containers(pid: int | None = None) -> list[str]:
+    label = f"io.depfakes.pid={pid}" if pid else "io.depfakes.pid"
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_killed_session_is_swept_and_live_one_is_not(project, pytester, tmp_path):
+    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    marker = tmp_path / "started"
+    project(
+        f"""
+        import pathlib, time
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_hold(deps):
+            pathlib.Path({str(marker)!r}).write_text("up")
+            time.sleep(120)
+        """,
+        name="test_hold",
+    )
+
+    def start_holder() -> subprocess.Popen[bytes]:
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                 "--deps-backend", "postgres=docker", "test_hold.py"],
+                                cwd=pytester.path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "holder never started"
+            time.sleep(0.1)
+        return proc
+
+    killed = start_holder()
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert _depfakes_containers(killed.pid), "a killed run leaves its container behind"
+    alive = start_holder()
+    try:
+        # The next session swept the dead one's container, and never the live one's.
+        assert _depfakes_containers(killed.pid) == []
+        assert _depfakes_containers(alive.pid)
+        project(USES_POSTGRES, name="test_other")
+        result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker",
+                                               "test_other.py")
+        result.assert_outcomes(passed=1)
+        assert _depfakes_containers(alive.pid), "a live session's container was touched"
+    finally:
+        alive.send_signal(signal.SIGINT)  # Ctrl-C: pytest still tears down
+        alive.wait(timeout=60)
+    assert _depfakes_containers(alive.pid) == []
+
+
+def test_local_backend_runs_as_an_unprivileged_user_under_root(project, pytester):
+    _need(_local_ok(), "PostgreSQL binaries")
+    if os.geteuid() != 0:
+        pytest.skip("only meaningful as root")
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_it(deps):
+            user = deps.postgres.connect().execute(
+                "SELECT usename FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
+            assert user == ("postgres",)
+        """
+    )
+    pytester.runpytest_subprocess("--deps-backend", "postgres=local").assert_outcomes(passed=1)
+    assert Path.home().joinpath(".cache", "depfakes").exists()  # the initdb'd cluster is cached
