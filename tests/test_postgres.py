@@ -353,7 +353,8 @@ def test_killed_session_is_swept_and_live_one_is_not(project, pytester, tmp_path
                                 stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 90
         while not marker.exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "holder never started"
+            assert proc.poll() is None, "holder exited before its server was up"
+            assert time.monotonic() < deadline, "holder never started"
             time.sleep(0.1)
         return proc
 

@@ -278,6 +278,8 @@ class PostgresProvider(Provider):
         try:
             self._prepare_databases(ctx)
         except BaseException:
+            with contextlib.suppress(Exception):  # e.g. a failing init hook: leave nothing
+                self._drop_template()
             self._server.stop()
             raise
         self._txn: tuple[sqlalchemy.Engine, str] | None = None
