@@ -19,7 +19,7 @@ example: install
 
 # The project's own tests.
 test: install
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check .
