@@ -27,6 +27,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/fakes.py
+	$(PY) benchmarks/postgres.py   # needs Docker and DEPFAKES_POSTGRES_IMAGE
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
