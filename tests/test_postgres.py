@@ -325,10 +325,12 @@ def test_version_pin_the_backend_cannot_honour(postgres_server, project, pyteste
 
 
 def _depfakes_containers(pid: int | None = None) -> list[str]:
+    """depfakes' containers (of one session's process), as 'id image status pid' lines."""
     label = f"io.depfakes.pid={pid}" if pid else "io.depfakes.pid"
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={label}", "--format",
+                          '{{.ID}} {{.Image}} {{.Status}} {{.Label "io.depfakes.pid"}}'],
                          capture_output=True, text=True, check=True)
-    return out.stdout.split()
+    return out.stdout.splitlines()
 
 
 def test_killed_session_is_swept_and_live_one_is_not(project, pytester, tmp_path):

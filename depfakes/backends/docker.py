@@ -98,8 +98,7 @@ def start_container(spec: ContainerSpec) -> Server:
         host_port = _published_port(container.get_wrapped_container(), spec.port)
         _wait_ready(container, spec, host_port)
     except BaseException:
-        with contextlib.suppress(Exception):
-            container.stop()
+        _remove(container)
         raise
     wrapped = container.get_wrapped_container()
     return Server(
@@ -174,8 +173,38 @@ def _logs(container: Any) -> str:
 
 
 def _remove(container: Any) -> None:
-    with contextlib.suppress(Exception):
-        container.get_wrapped_container().remove(force=True, v=True)
+    """Remove the container, retrying: a container that is still exiting can refuse once."""
+    import docker
+
+    wrapped = getattr(container, "_container", None)
+    if wrapped is None:
+        return
+    for _ in range(20):
+        try:
+            wrapped.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except Exception:
+            time.sleep(0.25)
+            continue
+        _wait_gone(wrapped)
+        with contextlib.suppress(Exception):
+            container.get_docker_client().client.close()
+        return
+
+
+def _wait_gone(wrapped: Any) -> None:
+    """Return once the engine no longer lists the container (removal can lag a little)."""
+    import docker
+
+    for _ in range(50):
+        try:
+            wrapped.reload()
+        except docker.errors.NotFound:
+            return
+        except Exception:
+            return  # the engine went away; nothing more to wait for
+        time.sleep(0.1)
 
 
 def _short(exc: BaseException) -> str:
