@@ -1,5 +1,10 @@
-"""The ``http`` dependency: a respx router active for the test, and a local
-pytest-httpserver started once per session on first use.
+"""The ``http`` dependency: a respx router active for the test, a local
+pytest-httpserver started once per session on first use, the test's vcrpy cassette, and
+the network policy.
+
+Layers, first to answer first: respx routes (never recorded); loopback traffic (the local
+server, containers: never recorded); the cassette (replayed, or recorded when the record
+mode allows); everything else is refused at the socket.
 
 Unlike plain pytest-httpserver, a request the server did not expect, an error in a
 handler, or an ordered/oneshot expectation left unmet fails the test.
@@ -7,14 +12,24 @@ handler, or an ordered/oneshot expectation left unmet fails the test.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+from depfakes.cassettes import (
+    RECORD_MODES,
+    Scrubber,
+    build_vcr,
+    cassette_path,
+    check_loadable,
+    clearer_missing_message,
+)
+from depfakes.config import Setting
+from depfakes.network import is_loopback, restricted
 from depfakes.providers.base import Option, Provider, StartContext
 
 if TYPE_CHECKING:
@@ -27,14 +42,18 @@ class HttpHandle:
     """What a test gets as ``deps.http``."""
 
     mock: respx.MockRouter
+    # The vcrpy Cassette in use (play_count, len(), ...), or None when none applies.
+    cassette: Any
+    record_mode: str
 
-    cassette: Any = None
-    record_mode: str = "none"
-
-    def __init__(self, provider: HttpProvider, router: respx.MockRouter) -> None:
+    def __init__(self, provider: HttpProvider, router: respx.MockRouter, record_mode: str
+                 ) -> None:
         self._provider = provider
         self.mock = router
+        self.record_mode = record_mode
+        self.cassette = None
         self.server_used = False
+        self._exits = ExitStack()
 
     @property
     def server(self) -> HTTPServer:
@@ -43,7 +62,7 @@ class HttpHandle:
         return self._provider.server()
 
     def __repr__(self) -> str:
-        return f"<HttpHandle routes={len(self.mock.routes)}>"
+        return f"<HttpHandle routes={len(self.mock.routes)} record_mode={self.record_mode}>"
 
 
 def _router_class() -> type[respx.MockRouter]:
@@ -58,6 +77,8 @@ def _router_class() -> type[respx.MockRouter]:
 
     class Router(respx.MockRouter):
         loopback = respx.Route().pass_through()
+        # While recording, unmatched requests go out so the cassette can record them.
+        recording = False
 
         @contextmanager
         def resolver(self, request: httpx.Request) -> Iterator[Any]:
@@ -65,25 +86,20 @@ def _router_class() -> type[respx.MockRouter]:
                 with super().resolver(request) as resolved:
                     yield resolved
                     # Unstubbed loopback traffic (deps.http.server, containers) goes through.
-                    if resolved.route is None and is_loopback(request.url.host):
+                    if resolved.route is None and (self.recording
+                                                   or is_loopback(request.url.host)):
                         resolved.route, resolved.response = self.loopback, request
             except AllMockedAssertionError as exc:
                 if isinstance(exc, UnmatchedRequest):
                     raise
                 raise UnmatchedRequest(_unmatched_message(request)) from None
 
+        def answers(self, request: httpx.Request) -> bool:
+            """Whether one of the test's routes matches (without calling side effects)."""
+            return any(route.pattern is None or route.pattern.match(request)
+                       for route in self.routes)
+
     return Router
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is written as a loopback address (not: resolves to one)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _unmatched_message(request: httpx.Request) -> str:
@@ -91,19 +107,35 @@ def _unmatched_message(request: httpx.Request) -> str:
     url = str(request.url)
     return (f"depfakes http: {method} {url} matched no route of deps.http.mock. Stub it, e.g. "
             f"deps.http.mock.{method.lower()}(\"{url}\").respond(200, json={{...}}), "
-            "or send it to deps.http.server")
+            "send it to deps.http.server, or record it with --record-mode=once")
 
 
 class HttpProvider(Provider):
     name = "http"
     handle_type = HttpHandle
-    requires = ("respx", "httpx", "pytest_httpserver")
+    requires = ("respx", "httpx", "pytest_httpserver", "vcr")
     extra = "http"
+    settings = (
+        Setting("record_mode", "Cassette record mode: none (default: replay only, nothing "
+                "leaves), once, new_episodes or all, as in vcrpy. A session setting: markers "
+                "cannot change it.", default="none", choices=RECORD_MODES, safety=True,
+                aliases=("--record-mode",)),
+        Setting("cassette_dir", "Directory of cassettes, relative to the rootdir.",
+                default="cassettes"),
+        Setting("block_network", "Apply the network policy of 'http' tests to every test: "
+                "only loopback, Unix sockets and allowed hosts.", type="bool", default=False),
+        Setting("allow_hosts", "Hosts (names or IPs) tests may reach besides loopback, one "
+                "per line (env: separated by ';').", type="lines", default=list),
+        Setting("scrub", "More header, parameter or JSON field names to scrub from cassettes, "
+                "one per line.", type="lines", default=list),
+    )
     options: ClassVar[Mapping[str, Option]] = {
         "assert_all_called": Option(False, "Fail the test if a respx route was never called.",
                                     type=bool),
         "base_url": Option(None, "Base URL that the test's respx routes are relative to.",
                            type=(str, type(None))),
+        "cassette": Option(None, "Name of a cassette shared by every test that names it "
+                           "(default: one cassette per test).", type=(str, type(None))),
     }
 
     def start(self, ctx: StartContext) -> None:
@@ -111,13 +143,36 @@ class HttpProvider(Provider):
         self._server: HTTPServer | None = None
         self._lock = threading.Lock()
         self._checks: dict[int, bool] = {}
+        self._record_mode = ctx.settings.get("record_mode")
+        self._allow_hosts = ctx.settings.get("allow_hosts")
+        self._cassette_root = Path(ctx.config.rootpath) / ctx.settings.get("cassette_dir")
+        self._current: Any = None
+        self._vcr = build_vcr(self._record_mode, Scrubber(tuple(ctx.settings.get("scrub"))),
+                              self._answered_by_route)
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> HttpHandle:
+        path = cassette_path(self._cassette_root, item.nodeid, options["cassette"])
+        check_loadable(path)  # before anything could write to it
         router = self._router_class(assert_all_called=False, assert_all_mocked=True,
                                     base_url=options["base_url"])
-        router.start()
+        handle = HttpHandle(self, router, self._record_mode)
+        try:
+            handle._exits.enter_context(_started(router))
+            self._current = router
+            if path.exists() or self._record_mode != "none":
+                handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
+                    str(path), allow_playback_repeats=True))
+                handle._exits.enter_context(clearer_missing_message())
+            recording = handle.cassette is not None and not handle.cassette.write_protected
+            router.recording = recording  # type: ignore[attr-defined]
+            handle._exits.enter_context(restricted(
+                "this test declares 'http'" + (", recording" if recording else ""),
+                self._allow_hosts, allow_all=recording))
+        except BaseException:
+            handle._exits.close()
+            raise
         self._checks[id(router)] = options["assert_all_called"]
-        return HttpHandle(self, router)
+        return handle
 
     def verify(self, handle: HttpHandle) -> None:
         uncalled = [route for route in handle.mock.routes if not route.called]
@@ -133,9 +188,12 @@ class HttpProvider(Provider):
 
     def release(self, handle: HttpHandle) -> None:
         self._checks.pop(id(handle.mock), None)
-        handle.mock.stop(quiet=True)
-        if handle.server_used and self._server is not None:
-            self._server.clear()
+        self._current = None
+        try:
+            handle._exits.close()  # saves what was recorded, lifts the policy, stops respx
+        finally:
+            if handle.server_used and self._server is not None:
+                self._server.clear()
 
     def server(self) -> HTTPServer:
         with self._lock:
@@ -153,6 +211,29 @@ class HttpProvider(Provider):
             if self._server.is_running():
                 self._server.stop()
             self._server = None
+
+    def _answered_by_route(self, request: Any) -> bool:
+        """For vcrpy: a request one of the test's respx routes answers is not recorded."""
+        router = self._current
+        if router is None or not router.routes:
+            return False
+        import httpx
+
+        try:
+            candidate = httpx.Request(request.method, request.uri, headers=dict(request.headers),
+                                      content=request.body or b"")
+        except Exception:
+            return False
+        return bool(router.answers(candidate))
+
+
+@contextmanager
+def _started(router: respx.MockRouter) -> Iterator[None]:
+    router.start()
+    try:
+        yield
+    finally:
+        router.stop(quiet=True)
 
 
 def _server_problems(server: HTTPServer) -> list[str]:
