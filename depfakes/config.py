@@ -143,6 +143,20 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=dict,
     ),
     Setting(
+        "block_network",
+        "Apply the network policy of 'http' tests to every test: only loopback, Unix "
+        "sockets and allowed hosts.",
+        type="bool",
+        default=False,
+    ),
+    Setting(
+        "allow_hosts",
+        "Hosts (names or IPs) tests may reach besides loopback, one per line (env and CLI: "
+        "separated by ';').",
+        type="lines",
+        default=list,
+    ),
+    Setting(
         "env",
         "Environment variables to set for each test from handle attributes, one "
         "'VAR = dependency.attribute' per line, e.g. 'REDIS_URL = redis.url'.",

@@ -14,6 +14,7 @@ import pytest
 
 from depfakes.deps import Deps, open_deps
 from depfakes.marker import EMPTY_SPEC
+from depfakes.network import restricted
 from depfakes.state import DEPS_KEY, SPEC_KEY, session_state
 
 if TYPE_CHECKING:
@@ -43,11 +44,21 @@ def deps(request: pytest.FixtureRequest) -> Iterator[Deps]:
 
 
 @pytest.fixture(autouse=True)
-def _depfakes_autouse(request: pytest.FixtureRequest) -> None:
+def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     # A marked test gets its dependencies (and their env vars) even if it never asks for
     # `deps`; autouse also puts them in place before the test's other fixtures run.
-    if request.node.stash.get(SPEC_KEY, EMPTY_SPEC):
+    spec = request.node.stash.get(SPEC_KEY, EMPTY_SPEC)
+    settings = session_state(request.config).runtime.settings
+    if "http" not in spec.versions and settings.get("block_network"):
+        # The 'http' provider applies the policy itself, with its cassette's exceptions.
+        with restricted("depfakes_block_network is on", settings.get("allow_hosts")):
+            if spec:
+                request.getfixturevalue("deps")
+            yield
+        return
+    if spec:
         request.getfixturevalue("deps")
+    yield
 
 
 @pytest.fixture(name="postgres")

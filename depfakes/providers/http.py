@@ -122,10 +122,6 @@ class HttpProvider(Provider):
                 aliases=("--record-mode",)),
         Setting("cassette_dir", "Directory of cassettes, relative to the rootdir.",
                 default="cassettes"),
-        Setting("block_network", "Apply the network policy of 'http' tests to every test: "
-                "only loopback, Unix sockets and allowed hosts.", type="bool", default=False),
-        Setting("allow_hosts", "Hosts (names or IPs) tests may reach besides loopback, one "
-                "per line (env: separated by ';').", type="lines", default=list),
         Setting("scrub", "More header, parameter or JSON field names to scrub from cassettes, "
                 "one per line.", type="lines", default=list),
     )

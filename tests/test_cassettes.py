@@ -1,0 +1,329 @@
+"""Record against a 'remote' API (a local server reached through a hostname that is not
+written as loopback), then replay with that server stopped; scrubbing, record modes,
+messages, and the network policy for every client."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+HOST = "api.depfakes.test"
+
+# The test project's resolver override: HOST resolves to 127.0.0.1, as an /etc/hosts
+# entry would. depfakes still treats HOST like any remote host.
+RESOLVER = f"""
+import socket
+
+_real = socket.getaddrinfo
+
+def _resolve(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host  # anyio passes bytes
+    return _real("127.0.0.1" if name == {HOST!r} else host, *args, **kwargs)
+
+socket.getaddrinfo = _resolve
+"""
+
+
+class RemoteApi(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"path": self.path.split("?")[0], "access_token": "tok-RESPONSE-SECRET",
+                           "user": "ana"}).encode()
+        headers = {"Content-Type": "application/json", "Set-Cookie": "sid=COOKIE-SECRET"}
+        if self.path.startswith("/gzip"):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def remote():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RemoteApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+CLIENTS = """
+import asyncio, os
+import aiohttp, httpx, pytest, requests, urllib3
+
+BASE = os.environ["REMOTE_BASE"]
+SECRET_HEADERS = {"Authorization": "Bearer REQUEST-SECRET", "X-Api-Key": "KEY-SECRET"}
+
+@pytest.mark.deps("http")
+def test_httpx(deps):
+    r = httpx.get(f"{BASE}/users?token=QUERY-SECRET&page=2", headers=SECRET_HEADERS)
+    assert r.json()["user"] == "ana"
+    assert httpx.get(f"{BASE}/users?token=QUERY-SECRET&page=2").status_code == 200  # repeat
+
+@pytest.mark.deps("http")
+def test_httpx_async(deps):
+    async def go():
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"{BASE}/async")).json()
+    assert asyncio.run(go())["path"] == "/async"
+
+@pytest.mark.deps("http")
+def test_requests_form(deps):
+    r = requests.post(f"{BASE}/login", data={"user": "ana", "password": "FORM-SECRET"})
+    assert r.status_code == 501  # http.server has no do_POST; recorded as-is
+    assert requests.get(f"{BASE}/gzip/data").json()["user"] == "ana"
+
+@pytest.mark.deps("http")
+def test_aiohttp(deps):
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{BASE}/aio") as response:
+                return await response.json()
+    assert asyncio.run(go())["path"] == "/aio"
+
+@pytest.mark.deps("http")
+def test_urllib3(deps):
+    assert urllib3.request("GET", f"{BASE}/u3").json()["path"] == "/u3"
+
+@pytest.mark.deps("http")
+def test_layers(deps):
+    deps.http.mock.get(f"{BASE}/stubbed").respond(200, json={"stub": True})
+    assert httpx.get(f"{BASE}/stubbed").json() == {"stub": True}
+    deps.http.server.expect_request("/local").respond_with_json({"local": True})
+    assert httpx.get(deps.http.server.url_for("/local")).json() == {"local": True}
+    assert httpx.get(f"{BASE}/recorded").json()["path"] == "/recorded"
+    assert deps.http.record_mode in ("once", "none")
+"""
+
+
+def _project(project, pytester, remote, monkeypatch):
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    monkeypatch.delenv("DEPFAKES_RECORD_MODE", raising=False)
+    return project(CLIENTS, conftest=RESOLVER, name="test_clients")
+
+
+def _cassettes(pytester) -> dict[str, str]:
+    root = pytester.path / "cassettes"
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.yaml"))}
+
+
+def test_record_then_replay_with_the_server_gone(project, pytester, remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:randomly")
+    recorded.assert_outcomes(passed=6)
+    cassettes = _cassettes(pytester)
+    assert sorted(cassettes) == [f"test_clients/test_{n}.yaml" for n in
+                                 ("aiohttp", "httpx", "httpx_async", "layers", "requests_form",
+                                  "urllib3")]
+    everything = "\n".join(cassettes.values())
+    # Secrets are scrubbed from requests and responses, gzip responses included.
+    for secret in ("REQUEST-SECRET", "KEY-SECRET", "QUERY-SECRET", "FORM-SECRET",
+                   "tok-RESPONSE-SECRET", "COOKIE-SECRET"):
+        assert secret not in everything, secret
+    assert "DEPFAKES-SCRUBBED" in cassettes["test_clients/test_requests_form.yaml"]
+    assert "/gzip/data" in cassettes["test_clients/test_requests_form.yaml"]
+    # respx routes and loopback traffic never reach a cassette.
+    layers = cassettes["test_clients/test_layers.yaml"]
+    assert "/recorded" in layers
+    assert "/stubbed" not in layers
+    assert "/local" not in layers
+    assert "127.0.0.1" not in layers
+
+    remote.shutdown()
+    remote.server_close()
+    replayed = pytester.runpytest_subprocess("-p", "no:randomly")  # record mode none
+    replayed.assert_outcomes(passed=6)
+    assert _cassettes(pytester) == cassettes  # replay writes nothing
+
+
+def test_the_handle_exposes_the_cassette(project, pytester, remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    pytester.runpytest_subprocess("--deps-record-mode=once", "-k", "test_httpx and not async")
+    project(
+        """
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_httpx(deps):
+            assert deps.http.record_mode == "none"
+            assert len(deps.http.cassette) == 1
+            for _ in range(3):
+                httpx.get(os.environ["REMOTE_BASE"] + "/users?token=other&page=2")
+            assert deps.http.cassette.play_count == 3
+        """,
+        name="test_clients",
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_missing_interaction_says_what_to_do(project, pytester, remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    pytester.runpytest_subprocess("--record-mode=once", "-k", "test_httpx and not async")
+    project(
+        """
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_httpx(deps):
+            httpx.get(os.environ["REMOTE_BASE"] + "/users/7?page=2")
+        """,
+        name="test_clients",
+    )
+    result = pytester.runpytest_subprocess()  # CI's mode: none
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"E * depfakes http: GET http://{HOST}:*/users/7?page=2 is not in cassette "
+        "*cassettes/test_clients/test_httpx.yaml (record mode 'none').",
+        f"E * Closest recorded request: GET http://{HOST}:*/users?token=DEPFAKES-SCRUBBED"
+        "&page=2 (differs in: path, query)",
+        "E * Record it with pytest --record-mode=new_episodes to add it to this cassette "
+        "(never in CI), or stub it with deps.http.mock.",
+    ])
+
+
+def test_record_mode_none_is_authoritative(project, pytester, remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("http", record_mode="all")
+        def test_it(deps):
+            pass
+        """,
+        name="test_marker",
+    )
+    result = pytester.runpytest_subprocess("test_marker.py")
+    result.stderr.fnmatch_lines(["*unknown option record_mode=*"])
+    # No cassettes and record mode none: every client is refused, nothing is written.
+    result = pytester.runpytest_subprocess("test_clients.py", "-p", "no:randomly")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines([f"*depfakes: network access to {HOST}:* is refused (this test "
+                                 "declares 'http'). Stub it with deps.http.mock, record it*"])
+    assert not (pytester.path / "cassettes").exists()
+
+
+def test_broken_cassette_fails_with_its_path_and_is_kept(project, pytester, remote,
+                                                        monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    broken = pytester.path / "cassettes" / "test_clients" / "test_httpx.yaml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("interactions:\n- request: {method: GET\n  oops: [\n")
+    result = pytester.runpytest_subprocess("--record-mode=all", "-k", "test_httpx and not async")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*BrokenCassette: depfakes http: cassette {broken} is broken: "
+                                 "while parsing*Fix or delete it*"])
+    assert broken.read_text() == "interactions:\n- request: {method: GET\n  oops: [\n"
+    broken.write_text("interactions:\n- request: {uri: http://x/}\n  response: {status: 200}\n")
+    result = pytester.runpytest_subprocess("-k", "test_httpx and not async")
+    result.stdout.fnmatch_lines(["*is broken: interaction 1 has no request with a method and "
+                                 "uri*"])
+
+
+def test_shared_and_parametrized_cassette_names(project, pytester, remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    project(
+        """
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http", cassette="shared-api")
+        def test_a(deps):
+            httpx.get(os.environ["REMOTE_BASE"] + "/a")
+
+        @pytest.mark.deps("http")
+        @pytest.mark.parametrize("who", ["ana/b", "c d"])
+        def test_p(deps, who):
+            httpx.get(os.environ["REMOTE_BASE"] + "/p")
+        """,
+        name="test_names",
+    )
+    pytester.runpytest_subprocess("--record-mode=once", "test_names.py").assert_outcomes(passed=3)
+    assert sorted(_cassettes(pytester)) == ["shared-api.yaml", "test_names/test_p[ana_b].yaml",
+                                            "test_names/test_p[c_d].yaml"]
+
+
+def test_deps_record_mode_works_when_another_plugin_owns_record_mode(project, pytester,
+                                                                      remote, monkeypatch):
+    _project(project, pytester, remote, monkeypatch)
+    pytester.makepyfile(other_plugin=textwrap.dedent("""
+        def pytest_addoption(parser):
+            parser.addoption("--record-mode", dest="other_record_mode", default="x")
+    """))
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    result = pytester.runpytest_subprocess("-p", "other_plugin", "--deps-record-mode=once",
+                                           "-k", "test_httpx and not async")
+    result.assert_outcomes(passed=1)
+    assert list(_cassettes(pytester)) == ["test_clients/test_httpx.yaml"]
+
+
+def test_block_network_for_every_test_with_an_allow_list(project, pytester, remote,
+                                                         monkeypatch):
+    port = remote.server_address[1]
+    project(
+        f"""
+        import socket, httpx, pytest
+
+        def test_not_declared_is_blocked():
+            with pytest.raises(httpx.ConnectError, match="network access to other.depfakes.test"):
+                httpx.get("http://other.depfakes.test:{port}/")
+
+        def test_allowed_host():
+            assert httpx.get("http://{HOST}:{port}/ok").json()["path"] == "/ok"
+
+        def test_loopback_and_unix_sockets():
+            assert httpx.get("http://127.0.0.1:{port}/lo").status_code == 200
+            a, b = socket.socketpair()
+            a.close(); b.close()
+        """,
+        conftest=RESOLVER.replace(f"name == {HOST!r}", f"name in ({HOST!r}, 'other.depfakes.test')"),
+        ini=f"depfakes_block_network = true\ndepfakes_allow_hosts = {HOST}",
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=3)
+
+
+def test_every_client_is_refused_at_the_socket(project, pytester, monkeypatch):
+    project(
+        """
+        import asyncio, socket
+        import aiohttp, httpx, pytest, requests, urllib3
+
+        pytestmark = pytest.mark.deps("http")
+        URL = "http://example.invalid:8080/"
+        MSG = "network access to example.invalid:8080 is refused"
+
+        def test_requests():
+            with pytest.raises(requests.ConnectionError, match=MSG):
+                requests.get(URL)
+
+        def test_urllib3():
+            with pytest.raises(urllib3.exceptions.HTTPError, match=MSG):
+                urllib3.request("GET", URL, retries=False)
+
+        def test_aiohttp():
+            async def go():
+                async with aiohttp.ClientSession() as session:
+                    await session.get(URL)
+            with pytest.raises(aiohttp.ClientError, match=MSG):
+                asyncio.run(go())
+
+        def test_raw_socket_to_an_ip():
+            with pytest.raises(ConnectionRefusedError, match="network access to 192.0.2.1:80"):
+                socket.socket().connect(("192.0.2.1", 80))
+
+        def test_httpx_unstubbed():
+            with pytest.raises(AssertionError, match="matched no route.*--record-mode=once"):
+                httpx.get(URL)
+        """
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=5)
