@@ -3,7 +3,8 @@
 For every dependency it generates two test files with the same N tests, one using the
 depfakes marker and one using the fixture people write by hand, runs each in its own
 pytest process, and takes from pytest's own reports the time each test spent in setup,
-call and teardown. Test bodies only fetch the client, so that time is the overhead.
+call and teardown. Test bodies only fetch the client, so that time is the overhead; the
+cassette variant replays one request per test (through a client made once per module).
 
     python benchmarks/fakes.py            # N=300
     python benchmarks/fakes.py --tests 1000 --json results.json
@@ -102,12 +103,60 @@ VARIANTS: dict[str, dict[str, str]] = {
                 assert router is not None
         """,
     },
+    "http cassette replay": {
+        "depfakes": """
+            import httpx, pytest
+
+            CLIENT = httpx.Client()  # a new client per request costs ~20 ms of TLS setup
+
+            @pytest.mark.deps("http", cassette="api")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                assert CLIENT.get("https://api.example.com/items").json() == {"items": [1, 2]}
+        """,
+        "naive": """
+            import os, httpx, pytest, vcr
+
+            @pytest.fixture
+            def cassette():
+                path = os.path.join(os.path.dirname(__file__), "cassettes", "api.yaml")
+                with vcr.use_cassette(path, record_mode="none", allow_playback_repeats=True) as c:
+                    yield c
+
+            CLIENT = httpx.Client()
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(cassette, n):
+                assert CLIENT.get("https://api.example.com/items").json() == {"items": [1, 2]}
+        """,
+    },
 }
+
+CASSETTE = """\
+interactions:
+- request:
+    body: null
+    headers: {}
+    method: GET
+    uri: https://api.example.com/items
+  response:
+    body:
+      string: '{"items": [1, 2]}'
+    headers:
+      Content-Type:
+      - application/json
+    status:
+      code: 200
+      message: OK
+version: 1
+"""
 
 
 def measure(source: str, tests: int, workdir: Path) -> list[float]:
     """Run one generated test file; return each test's setup+call+teardown seconds."""
     workdir.mkdir(parents=True)
+    (workdir / "cassettes").mkdir()
+    (workdir / "cassettes" / "api.yaml").write_text(CASSETTE)
     (workdir / "conftest.py").write_text(COLLECTOR)
     (workdir / "test_bench.py").write_text(textwrap.dedent(source).replace("range(N)",
                                                                           f"range({tests})"))
@@ -148,9 +197,9 @@ def main() -> None:
             results[dependency] = row
 
     print(f"per-test overhead, median of {args.tests} tests (setup + call + teardown)")
-    print(f"{'dependency':<12}{'depfakes ms':>14}{'naive ms':>12}{'ratio':>9}")
+    print(f"{'dependency':<22}{'depfakes ms':>14}{'naive ms':>12}{'ratio':>9}")
     for dependency, row in results.items():
-        print(f"{dependency:<12}{row['depfakes']:>14.3f}{row['naive']:>12.3f}"
+        print(f"{dependency:<22}{row['depfakes']:>14.3f}{row['naive']:>12.3f}"
               f"{row['ratio']:>9.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

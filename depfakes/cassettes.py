@@ -61,6 +61,9 @@ def _safe(name: str) -> str:
 @dataclass
 class Scrubber:
     extra_names: tuple[str, ...] = ()
+    # Project rules (the pytest_depfakes_scrub_* hooks), run after the built-in ones.
+    more_request: Callable[[Any], Any] | None = None
+    more_response: Callable[[Any], Any] | None = None
 
     def request(self, request: Any) -> Any:
         for header in list(request.headers):
@@ -68,6 +71,8 @@ class Scrubber:
                 request.headers[header] = PLACEHOLDER
         request.uri = self._scrub_url(request.uri)
         request.body = self._scrub_body(request.body, request.headers.get("Content-Type", ""))
+        if self.more_request is not None:
+            self.more_request(request)
         return request
 
     def response(self, response: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +85,8 @@ class Scrubber:
         body = response.get("body", {})
         if isinstance(body, dict) and "string" in body:
             body["string"] = self._scrub_body(body["string"], content_type)
+        if self.more_response is not None:
+            self.more_response(response)
         return response
 
     def _scrub_url(self, url: str) -> str:
@@ -129,7 +136,12 @@ def check_loadable(path: Path) -> None:
 
     vcrpy treats an unreadable cassette as empty and may record over it; this stops that.
     """
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key in _known_good:  # a shared cassette is read once, not once per test
         return
     import yaml
 
@@ -140,6 +152,10 @@ def check_loadable(path: Path) -> None:
     problem = _structure_problem(data)
     if problem:
         raise BrokenCassette(path, problem)
+    _known_good.add(key)
+
+
+_known_good: set[tuple[str, int, int]] = set()
 
 
 def _structure_problem(data: Any) -> str | None:

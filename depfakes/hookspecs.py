@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 
@@ -11,3 +13,16 @@ def pytest_depfakes_postgres_init(dsn: str) -> None:
 
     Runs once per session; every test's database is a clone of the result.
     """
+
+
+@pytest.hookspec
+def pytest_depfakes_scrub_request(request: Any) -> None:
+    """Scrub more from a vcrpy ``Request`` (in place) before it is recorded or matched.
+
+    Runs after depfakes' own scrubbing, on replay too, so what you replace still matches.
+    """
+
+
+@pytest.hookspec
+def pytest_depfakes_scrub_response(response: dict[str, Any]) -> None:
+    """Scrub more from a response (vcrpy's dict: status, headers, body) before it is saved."""

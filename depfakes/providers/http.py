@@ -143,8 +143,14 @@ class HttpProvider(Provider):
         self._allow_hosts = ctx.settings.get("allow_hosts")
         self._cassette_root = Path(ctx.config.rootpath) / ctx.settings.get("cassette_dir")
         self._current: Any = None
-        self._vcr = build_vcr(self._record_mode, Scrubber(tuple(ctx.settings.get("scrub"))),
-                              self._answered_by_route)
+        hook = ctx.config.hook
+        scrubber = Scrubber(
+            tuple(ctx.settings.get("scrub")),
+            more_request=lambda request: hook.pytest_depfakes_scrub_request(request=request),
+            more_response=lambda response: hook.pytest_depfakes_scrub_response(
+                response=response),
+        )
+        self._vcr = build_vcr(self._record_mode, scrubber, self._answered_by_route)
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> HttpHandle:
         path = cassette_path(self._cassette_root, item.nodeid, options["cassette"])

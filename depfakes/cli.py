@@ -1,0 +1,157 @@
+"""The ``depfakes`` command.
+
+    depfakes cassettes check [PATH ...]   find secrets and broken files in cassettes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from depfakes.cassettes import PLACEHOLDER, BrokenCassette, check_loadable, is_secret_name
+
+# Values that are secrets whatever field they sit in.
+_SECRET_PATTERNS = {
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
+    "Slack token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "bearer token": re.compile(r"\bBearer\s+(?!" + PLACEHOLDER + r")[A-Za-z0-9._~+/=-]{8,}"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+def check_cassettes(paths: Sequence[Path]) -> tuple[int, list[Finding]]:
+    """Return (cassettes checked, findings) for every .yaml/.yml file under ``paths``."""
+    files = sorted({f for p in paths for f in _cassette_files(p)})
+    findings: list[Finding] = []
+    for path in files:
+        findings.extend(_check_file(path))
+    return len(files), findings
+
+
+def _cassette_files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+    elif path.is_dir():
+        yield from (p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _check_file(path: Path) -> list[Finding]:
+    try:
+        check_loadable(path)
+    except BrokenCassette as exc:
+        return [Finding(path, _error_line(exc), f"broken cassette: {exc}")]
+    import yaml
+
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    findings = []
+    for where, value in _secret_values(data):
+        findings.append(Finding(path, _line_of(text, value), f"looks like a secret: {where}"))
+    for label, pattern in _SECRET_PATTERNS.items():
+        for match in pattern.finditer(text):
+            findings.append(Finding(path, text.count("\n", 0, match.start()) + 1,
+                                    f"looks like a secret: {label}"))
+    return sorted(set(findings), key=lambda f: (f.line, f.message))
+
+
+def _secret_values(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for number, interaction in enumerate(data.get("interactions", []), start=1):
+        request, response = interaction["request"], interaction["response"]
+        for side, headers in (("request", request.get("headers")),
+                              ("response", response.get("headers"))):
+            for name, values in (headers or {}).items():
+                for value in values if isinstance(values, list) else [values]:
+                    if is_secret_name(name) and _unscrubbed(value):
+                        yield f"{side} header {name} (interaction {number})", str(value)
+        for name, value in parse_qsl(urlsplit(request["uri"]).query):
+            if is_secret_name(name) and _unscrubbed(value):
+                yield f"query parameter {name} (interaction {number})", value
+        bodies = [("request body", request.get("body")),
+                  ("response body", (response.get("body") or {}).get("string"))]
+        for side, body in bodies:
+            for name, value in _body_fields(body):
+                if is_secret_name(name) and _unscrubbed(value):
+                    yield f"{side} field {name} (interaction {number})", value
+
+
+def _body_fields(body: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str) or not body.strip():
+        return
+    try:
+        yield from _json_fields(json.loads(body))
+        return
+    except ValueError:
+        pass
+    if "=" in body and "\n" not in body.strip():
+        yield from parse_qsl(body)
+
+
+def _json_fields(value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                yield from _json_fields(item)
+            elif item is not None:
+                yield str(key), str(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_fields(item)
+
+
+def _unscrubbed(value: Any) -> bool:
+    text = str(value).strip()
+    return bool(text) and PLACEHOLDER not in text
+
+
+def _line_of(text: str, value: str) -> int:
+    index = text.find(value)
+    return text.count("\n", 0, index) + 1 if index >= 0 else 1
+
+
+def _error_line(exc: Exception) -> int:
+    """The line YAML names last: where it found the problem (the first is where it began)."""
+    lines = re.findall(r"line (\d+)", str(exc))
+    return int(lines[-1]) if lines else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="depfakes", description="depfakes tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cassettes = commands.add_parser("cassettes", help="work with HTTP cassettes")
+    actions = cassettes.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="find secrets and broken files in cassettes")
+    check.add_argument("paths", nargs="*", type=Path, default=[Path("cassettes")],
+                       help="files or directories (default: ./cassettes)")
+    args = parser.parse_args(argv)
+
+    checked, findings = check_cassettes(args.paths)
+    for finding in findings:
+        print(finding)
+    noun = "cassette" if checked == 1 else "cassettes"
+    print(f"depfakes: {checked} {noun} checked, {len(findings)} finding(s)",
+          file=sys.stderr if findings else sys.stdout)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`depfakes cassettes check`: secrets and broken files, with file:line findings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+LEAKY = textwrap.dedent("""\
+    interactions:
+    - request:
+        body: '{"user": "ana", "client_secret": "s3cr3t-value"}'
+        headers:
+          Authorization:
+          - Bearer abcdef123456
+          Accept:
+          - '*/*'
+        method: POST
+        uri: https://api.example.com/login?api_key=KEY123&page=1
+      response:
+        body:
+          string: '{"id": 1, "aws": "AKIAABCDEFGHIJKLMNOP"}'
+        headers:
+          Set-Cookie:
+          - sid=DEPFAKES-SCRUBBED
+        status:
+          code: 200
+          message: OK
+    version: 1
+""")
+
+CLEAN = LEAKY.replace("Bearer abcdef123456", "DEPFAKES-SCRUBBED").replace(
+    "s3cr3t-value", "DEPFAKES-SCRUBBED").replace("KEY123", "DEPFAKES-SCRUBBED").replace(
+    "AKIAABCDEFGHIJKLMNOP", "AKIA-redacted")
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "depfakes.cli", *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_findings_name_file_and_line(tmp_path):
+    (tmp_path / "cassettes" / "mod").mkdir(parents=True)
+    leaky = tmp_path / "cassettes" / "mod" / "test_leaky.yaml"
+    leaky.write_text(LEAKY)
+    (tmp_path / "cassettes" / "broken.yaml").write_text("interactions:\n- [unclosed\n")
+    result = run("cassettes", "check", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "cassettes/broken.yaml:3: broken cassette:" in lines[0]
+    assert f"{Path('cassettes/mod/test_leaky.yaml')}:3: looks like a secret: request body " \
+           "field client_secret (interaction 1)" in lines
+    assert "cassettes/mod/test_leaky.yaml:6: looks like a secret: request header " \
+           "Authorization (interaction 1)" in lines
+    assert "cassettes/mod/test_leaky.yaml:6: looks like a secret: bearer token" in lines
+    assert "cassettes/mod/test_leaky.yaml:10: looks like a secret: query parameter api_key " \
+           "(interaction 1)" in lines
+    assert "cassettes/mod/test_leaky.yaml:13: looks like a secret: AWS access key id" in lines
+    assert "sid=" not in result.stdout  # scrubbed values are fine
+    assert "2 cassettes checked, 6 finding(s)" in result.stderr
+
+
+def test_clean_cassettes_pass(tmp_path):
+    (tmp_path / "ok.yaml").write_text(CLEAN)
+    result = run("cassettes", "check", "ok.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "1 cassette checked, 0 finding(s)" in result.stdout
+
+
+def test_project_rules_scrub_more(project, pytester, monkeypatch):
+    """ini depfakes_scrub names and the scrub hooks apply on top of the defaults."""
+    monkeypatch.delenv("DEPFAKES_RECORD_MODE", raising=False)
+    project(
+        """
+        import httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_it(deps):
+            deps.http.server.expect_request("/x").respond_with_json({"email": "ana@example.com"})
+            url = deps.http.server.url_for("/x").replace("127.0.0.1", "api.depfakes.test")
+            r = httpx.get(url, headers={"X-Tenant": "tenant-42"})
+            assert r.json() == {"email": "ana@example.com"}  # the client sees the real data
+        """,
+        conftest="""
+        import socket
+
+        _real = socket.getaddrinfo
+        def _resolve(host, *a, **k):
+            name = host.decode() if isinstance(host, bytes) else host
+            return _real("127.0.0.1" if name == "api.depfakes.test" else host, *a, **k)
+        socket.getaddrinfo = _resolve
+
+        def pytest_depfakes_scrub_response(response):
+            response["body"]["string"] = response["body"]["string"].replace(
+                b"ana@example.com", b"someone@example.com")
+        """,
+        ini="depfakes_scrub = X-Tenant",
+    )
+    pytester.runpytest_subprocess("--record-mode=once").assert_outcomes(passed=1)
+    cassette = (pytester.path / "cassettes" / "test_project" / "test_it.yaml").read_text()
+    assert "tenant-42" not in cassette
+    assert "ana@example.com" not in cassette
+    assert "someone@example.com" in cassette
+    result = run("cassettes", "check", cwd=pytester.path)
+    assert result.returncode == 0, result.stdout
