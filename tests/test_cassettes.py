@@ -327,3 +327,44 @@ def test_every_client_is_refused_at_the_socket(project, pytester, monkeypatch):
         """
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=5)
+
+
+@pytest.mark.xdist_group("docker")  # counts on the shared engine, like test_postgres
+def test_moto_and_real_servers_keep_working_beside_http(project, pytester, monkeypatch):
+    """s3 (moto in-process and its loopback server) and postgres (a container reached on
+    127.0.0.1, Docker through its Unix socket) are untouched by the policy and never
+    recorded, even while recording."""
+    import os
+    import shutil
+    import subprocess
+
+    if not (shutil.which("docker") and os.environ.get("DEPFAKES_POSTGRES_IMAGE")
+            and subprocess.run(["docker", "info"], capture_output=True).returncode == 0):
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide Docker and DEPFAKES_POSTGRES_IMAGE")
+        pytest.skip("needs a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    monkeypatch.delenv("DEPFAKES_RECORD_MODE", raising=False)
+    project(
+        """
+        import boto3, docker, pytest
+
+        @pytest.mark.deps("http", "s3", "postgres")
+        def test_all(deps):
+            deps.s3.create_bucket("bucket")
+            deps.s3.client.put_object(Bucket="bucket", Key="k", Body=b"v")
+            remote = boto3.client("s3", endpoint_url=deps.s3.endpoint_url)
+            assert remote.get_object(Bucket="bucket", Key="k")["Body"].read() == b"v"
+            assert deps.postgres.connect().execute("SELECT 1").fetchone() == (1,)
+            # The test's own Docker calls (testcontainers uses docker-py) work too.
+            assert docker.from_env().ping()
+        """
+    )
+    for mode in ("none", "once"):
+        result = pytester.runpytest_subprocess(f"--record-mode={mode}", "--deps-backend",
+                                               "postgres=docker")
+        result.assert_outcomes(passed=1)
+    cassettes = list((pytester.path / "cassettes").rglob("*.yaml")) if (
+        pytester.path / "cassettes").exists() else []
+    recorded = "".join(path.read_text() for path in cassettes)
+    assert "amazonaws" not in recorded
+    assert "127.0.0.1" not in recorded

@@ -135,6 +135,7 @@ class HttpProvider(Provider):
     }
 
     def start(self, ctx: StartContext) -> None:
+        _let_docker_through_vcrpy()
         self._router_class = _router_class()
         self._server: HTTPServer | None = None
         self._lock = threading.Lock()
@@ -227,6 +228,18 @@ class HttpProvider(Provider):
         except Exception:
             return False
         return bool(router.answers(candidate))
+
+
+def _let_docker_through_vcrpy() -> None:
+    """While a cassette is active, vcrpy swaps urllib3's connection classes and then waits
+    for a pool to hand out one of its own. docker-py's Unix-socket pool never does, so
+    docker calls (testcontainers, depfakes' own docker backend) would spin forever. Telling
+    the pool which class it really makes lets them through, unrecorded."""
+    try:
+        from docker.transport import unixconn
+    except ImportError:
+        return
+    unixconn.UnixHTTPConnectionPool.ConnectionCls = unixconn.UnixHTTPConnection
 
 
 @contextmanager
