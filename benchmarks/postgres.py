@@ -28,6 +28,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 COLLECTOR = '''
 import json, os, time
@@ -160,15 +161,17 @@ VARIANTS = {
 }
 
 
-def run(conftest: str, tests_src: str, tests: int, workdir: Path) -> dict[str, object]:
+def run(conftest: str, tests_src: str, tests: int, workdir: Path,
+        dependency: str = "postgres") -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "conftest.py").write_text(COLLECTOR + textwrap.dedent(conftest))
     (workdir / "test_bench.py").write_text(tests_src.replace("range(N)", f"range({tests})"))
     out = workdir / "out.json"
-    env = {**os.environ, "BENCH_OUT": str(out), "TESTCONTAINERS_RYUK_DISABLED": "true"}
+    env = {**os.environ, "BENCH_OUT": str(out), "TESTCONTAINERS_RYUK_DISABLED": "true",
+           "DEPFAKES_BACKEND": f"{dependency}=docker" if dependency == "postgres" else ""}
     launched = time.time()
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "-p", "no:randomly", "-p", "no:xdist", "--deps-backend", "postgres=docker",
+                    "-p", "no:randomly", "-p", "no:xdist",
                     str(workdir)], cwd=workdir, env=env, check=True, capture_output=True)
     result = json.loads(out.read_text())
     result["start"] = result["first_call"] - launched
@@ -191,7 +194,7 @@ def main() -> None:
             many = run(conftest, source, args.tests, Path(tmp) / name / "many")
             overhead = many["overhead"][1:]  # the first test's setup is the server start
             rows[name] = {"start_first_s": first["start"], "start_second_s": second["start"],
-                          "overhead_ms": statistics.median(overhead) * 1000}  # type: ignore[arg-type]
+                          "overhead_ms": statistics.median(overhead) * 1000}
 
     print(f"postgres, {args.tests} tests inserting 10 rows each "
           f"(image {os.environ['DEPFAKES_POSTGRES_IMAGE']})")

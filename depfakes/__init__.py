@@ -24,11 +24,13 @@ pytest_plugins = ["depfakes.plugin"]
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.mongo import MongoHandle
     from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
 
 _HANDLES = {
+    "MongoHandle": "depfakes.providers.mongo",
     "PostgresHandle": "depfakes.providers.postgres",
     "RedisHandle": "depfakes.providers.redis",
     "S3Handle": "depfakes.providers.s3",
@@ -51,6 +53,7 @@ __all__ = [
     "HttpHandle",
     "MarkerError",
     "MissingExtra",
+    "MongoHandle",
     "Option",
     "PostgresHandle",
     "Provider",

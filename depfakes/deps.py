@@ -18,6 +18,7 @@ from depfakes.runtime import Key, Runtime
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.mongo import MongoHandle
     from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
@@ -34,6 +35,7 @@ class Deps:
     """One attribute per dependency the test declared: ``deps.redis``, ``deps.s3``, ..."""
 
     if TYPE_CHECKING:
+        mongo: MongoHandle
         postgres: PostgresHandle
         redis: RedisHandle
         s3: S3Handle

@@ -19,11 +19,14 @@ from depfakes.state import DEPS_KEY, SPEC_KEY, session_state
 
 if TYPE_CHECKING:
     from depfakes.providers.http import HttpHandle
+    from depfakes.providers.mongo import MongoHandle
     from depfakes.providers.postgres import PostgresHandle
     from depfakes.providers.redis import RedisHandle
     from depfakes.providers.s3 import S3Handle
 
-__all__ = ["_depfakes_autouse", "deps", "http", "postgres", "pytest_plugins", "redis", "s3"]
+__all__ = [
+    "_depfakes_autouse", "deps", "http", "mongo", "postgres", "pytest_plugins", "redis", "s3",
+]
 
 pytest_plugins = ["depfakes"]
 
@@ -61,6 +64,12 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(name="mongo")
+def mongo(deps: Deps) -> MongoHandle:
+    """This test's MongoDB database. Requesting it declares 'mongo'."""
+    return deps.mongo
+
+
 @pytest.fixture(name="postgres")
 def postgres(deps: Deps) -> PostgresHandle:
     """This test's PostgreSQL database. Requesting it declares 'postgres'."""
@@ -86,4 +95,4 @@ def http(deps: Deps) -> HttpHandle:
 
 
 # Fixture name -> dependency it declares, for the collection hook.
-DEPENDENCY_FIXTURES = {"postgres": postgres, "redis": redis, "s3": s3, "http": http}
+DEPENDENCY_FIXTURES = {"mongo": mongo, "postgres": postgres, "redis": redis, "s3": s3, "http": http}

@@ -16,6 +16,12 @@ def pytest_depfakes_postgres_init(dsn: str) -> None:
 
 
 @pytest.hookspec
+def pytest_depfakes_mongo_init(db: Any) -> None:
+    """Create collections, indexes and seed documents in the MongoDB template database
+    (a pymongo ``Database``). Runs once per session; every test's database gets a copy."""
+
+
+@pytest.hookspec
 def pytest_depfakes_scrub_request(request: Any) -> None:
     """Scrub more from a vcrpy ``Request`` (in place) before it is recorded or matched.
 

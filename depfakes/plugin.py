@@ -18,6 +18,7 @@ from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixt
     _depfakes_autouse,
     deps,
     http,
+    mongo,
     postgres,
     redis,
     s3,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "depfakes.providers"
 
 _BUILTINS: dict[str, str] = {
+    "mongo": "depfakes.providers.mongo:MongoProvider",
     "postgres": "depfakes.providers.postgres:PostgresProvider",
     "redis": "depfakes.providers.redis:RedisProvider",
     "s3": "depfakes.providers.s3:S3Provider",

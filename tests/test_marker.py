@@ -58,7 +58,7 @@ def test_unknown_dependency_suggests_the_closest(project, pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
         "ERROR: depfakes: test_project.py::test_it: unknown dependency 'redsi' "
-        "(did you mean 'redis'?). Known dependencies: http, postgres, redis, s3"
+        "(did you mean 'redis'?). Known dependencies: http, mongo, postgres, redis, s3"
     ])
     # A message, not a traceback from depfakes internals; the test never ran.
     assert "Traceback" not in result.stdout.str() + result.stderr.str()

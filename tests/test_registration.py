@@ -58,7 +58,7 @@ def test_without_the_plugin_the_fixture_says_how_to_load_it(project, pytester, m
 BLOCK_EXTRAS = """
     import sys
     for name in ("fakeredis", "moto", "boto3", "respx", "pytest_httpserver", "psycopg",
-                 "sqlalchemy", "testcontainers", "docker"):
+                 "sqlalchemy", "testcontainers", "docker", "pymongo", "vcr"):
         sys.modules[name] = None  # makes `import name` fail as if not installed
 """
 
@@ -69,7 +69,7 @@ def test_importing_depfakes_needs_no_extra():
         print(depfakes.__version__, sorted(depfakes.registry.names()))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "['http', 'postgres', 'redis', 's3']" in out.stdout
+    assert "['http', 'mongo', 'postgres', 'redis', 's3']" in out.stdout
 
 
 def test_declaring_a_dependency_whose_extra_is_missing(project, pytester):

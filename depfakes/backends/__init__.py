@@ -5,10 +5,13 @@ machine) or ``url`` (an existing server). Providers describe *what* to run; back
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 BACKENDS = ("url", "docker", "local")
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,6 +30,33 @@ class BackendUnavailable(Exception):
     """This backend cannot serve here; the message says why and how to fix it."""
 
 
+def fingerprint(*parts: str) -> str:
+    """A short stable hash of what defines a server (image, settings, binaries...)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
 def last_lines(text: str, count: int = 15) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(f"    {line}" for line in lines[-count:])
+
+
+def select_backend(dependency: str, forced: str, starters: Mapping[str, Callable[[], T]]) -> T:
+    """Start the first backend that can serve, in DESIGN order, or the forced one.
+
+    Each starter raises BackendUnavailable when its backend cannot serve here; when none
+    can, the result is one Unavailable listing every backend's reason and fix. Any other
+    error (a server that does not come up, say) is a real failure and propagates.
+    """
+    from depfakes.errors import DepfakesError
+    from depfakes.providers.base import Unavailable
+
+    if forced not in ("auto", *BACKENDS):
+        raise DepfakesError(f"--deps-backend {dependency}={forced}: choose one of auto, "
+                            f"{', '.join(BACKENDS)}")
+    reasons = []
+    for backend in BACKENDS if forced == "auto" else (forced,):
+        try:
+            return starters[backend]()
+        except BackendUnavailable as exc:
+            reasons.append(f"{backend}: {exc}")
+    raise Unavailable("no backend can serve it (" + "; ".join(reasons) + ")")

@@ -108,6 +108,15 @@ def start_container(spec: ContainerSpec) -> Server:
     )
 
 
+def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
+    """``image`` with its tag replaced by a version pin (``postgres:16`` + pin 15 ->
+    ``postgres:15``), or ``image`` itself when nothing is pinned."""
+    if not version:
+        return image
+    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return f"{repo}:{version}{suffix}"
+
+
 def session_labels(config_hash: str = "") -> dict[str, str]:
     return {LABEL_SESSION: SESSION_ID, LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(), LABEL_CONFIG: config_hash}

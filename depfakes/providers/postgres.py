@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -29,13 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from depfakes.backends import BACKENDS, BackendUnavailable, Server
+from depfakes.backends import BackendUnavailable, Server, fingerprint, select_backend
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
 from depfakes.config import Setting
 from depfakes.errors import DepfakesError
-from depfakes.providers.base import Option, Provider, StartContext, Unavailable
+from depfakes.providers.base import Option, Provider, StartContext
 
 if TYPE_CHECKING:
     import psycopg
@@ -323,19 +322,11 @@ class PostgresProvider(Provider):
     # --- server -----------------------------------------------------------------------
 
     def _obtain_server(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        forced = ctx.settings.get("backend").get("postgres", "auto")
-        if forced not in ("auto", *BACKENDS):
-            raise DepfakesError(f"--deps-backend postgres={forced}: choose one of auto, "
-                                f"{', '.join(BACKENDS)}")
-        order = BACKENDS if forced == "auto" else (forced,)
-        reasons = []
-        for backend in order:
-            try:
-                started: tuple[Server, Credentials] = getattr(self, f"_start_{backend}")(ctx)
-                return started
-            except BackendUnavailable as exc:
-                reasons.append(f"{backend}: {exc}")
-        raise Unavailable("no backend can serve it (" + "; ".join(reasons) + ")")
+        return select_backend("postgres", ctx.settings.get("backend").get("postgres", "auto"), {
+            "url": lambda: self._start_url(ctx),
+            "docker": lambda: self._start_docker(ctx),
+            "local": lambda: self._start_local(ctx),
+        })
 
     def _start_url(self, ctx: StartContext) -> tuple[Server, Credentials]:
         url = ctx.settings.get("postgres_url")
@@ -356,7 +347,9 @@ class PostgresProvider(Provider):
         return server, creds
 
     def _start_docker(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        image = _image_for(ctx.settings.get("postgres_image"), ctx.version)
+        configured = ctx.settings.get("postgres_image")
+        image = docker_backend.pinned_image(
+            configured, ctx.version, suffix="-alpine" if configured == DEFAULT_IMAGE else "")
         creds = Credentials("127.0.0.1", 0, "postgres", "postgres")
         self._admin_db = "postgres"
         spec = docker_backend.ContainerSpec(
@@ -368,7 +361,7 @@ class PostgresProvider(Provider):
             ready=lambda host, port: _ready(Credentials(host, port, "postgres", "postgres"),
                                             "postgres"),
             timeout=ctx.settings.get("start_timeout"),
-            config_hash=_hash(image, *FAST_SETTINGS),
+            config_hash=fingerprint(image, *FAST_SETTINGS),
         )
         server = docker_backend.start_container(spec)
         return server, Credentials(server.host, server.port, creds.user, creds.password)
@@ -454,12 +447,6 @@ def _ready(creds: Credentials, dbname: str) -> bool:
     return True
 
 
-def _image_for(image: str, version: str | None) -> str:
-    if not version:
-        return image
-    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
-    suffix = "-alpine" if image == DEFAULT_IMAGE else ""
-    return f"{repo}:{version}{suffix}"
 
 
 def _find_bindir(version: str | None) -> Path:
@@ -520,7 +507,7 @@ def _cached_cluster(bindir: Path, user: Any) -> Path:
     from filelock import FileLock
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depfakes"
-    key = _hash(str(bindir.resolve()), _binary_major(bindir), str(user and user.pw_uid))
+    key = fingerprint(str(bindir.resolve()), _binary_major(bindir), str(user and user.pw_uid))
     cluster = cache / f"postgres-{key}"
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cluster) + ".lock"):
@@ -539,6 +526,3 @@ def _cached_cluster(bindir: Path, user: Any) -> Path:
             shutil.rmtree(building.parent, ignore_errors=True)
     return cluster
 
-
-def _hash(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]

@@ -1,0 +1,315 @@
+"""The ``mongo`` dependency: a real MongoDB, a database per test.
+
+One server per session from the shared backends (docker, local ``mongod``, or a URL).
+Every test gets its own database, named uniquely and dropped in the background
+afterwards. ``pytest_depfakes_mongo_init(db)`` fills a template database once; each
+test's database gets a copy of its collections (documents copied server-side with
+``$out``, indexes re-created), which costs a few milliseconds for seed-sized data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import queue
+import re
+import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from depfakes.backends import BackendUnavailable, Server, fingerprint, select_backend
+from depfakes.backends import docker as docker_backend
+from depfakes.backends import local as local_backend
+from depfakes.backends.url import server_from_url
+from depfakes.config import Setting
+from depfakes.errors import DepfakesError
+from depfakes.providers.base import Option, Provider, StartContext
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient, MongoClient
+    from pymongo.database import Database
+
+DEFAULT_IMAGE = "mongo:8.0"
+# MongoDB limits database names to 63 bytes; ours stay far below.
+MAX_DBNAME = 63
+
+
+def database_name(session_id: str, number: int) -> str:
+    """A per-test database name, unique per session and within MongoDB's limits."""
+    name = f"dft_{session_id[:12]}_{number}"
+    if len(name.encode()) > MAX_DBNAME or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ValueError(f"cannot make a MongoDB database name from {session_id!r}")
+    return name
+
+
+def url_with_database(url: str, dbname: str) -> str:
+    """``url`` with ``dbname`` as its default database, credentials and options kept."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What the init hook put in the template: collections with options and indexes."""
+
+    name: str
+    collections: tuple[tuple[str, dict[str, Any], list[dict[str, Any]], bool], ...]
+
+
+class MongoHandle:
+    """What a test gets as ``deps.mongo``."""
+
+    dbname: str
+    url: str
+
+    def __init__(self, client: MongoClient[Any], server_url: str, dbname: str) -> None:
+        self.client = client
+        self.dbname = dbname
+        self.url = url_with_database(server_url, dbname)
+
+    @property
+    def db(self) -> Database[Any]:
+        """This test's database on the shared client."""
+        return self.client[self.dbname]
+
+    @cached_property
+    def async_client(self) -> AsyncMongoClient[Any]:
+        """A ``pymongo.AsyncMongoClient`` whose default database is this test's."""
+        from pymongo import AsyncMongoClient
+
+        return AsyncMongoClient(self.url)
+
+    def close(self) -> None:
+        # AsyncMongoClient.close() must be awaited on the test's own event loop, which is
+        # gone by now; a test that opened it and cares should `await ...close()` itself.
+        self.__dict__.pop("async_client", None)
+
+    def __repr__(self) -> str:
+        return f"<MongoHandle {self.dbname}>"
+
+
+class MongoProvider(Provider):
+    name = "mongo"
+    handle_type = MongoHandle
+    requires = ("pymongo",)
+    extra = "mongo"
+    accepts_version = True
+    settings = (
+        Setting("mongo_url", "An existing MongoDB server to use (mongodb:// URL of a user "
+                "allowed to create and drop databases); selects the url backend."),
+        Setting("mongo_image", f"Docker image for the docker backend (default {DEFAULT_IMAGE})"
+                "; a version pin such as \"mongo:7.0\" replaces its tag.", default=DEFAULT_IMAGE),
+        Setting("mongo_init", "module:callable run once on the template database (a pymongo "
+                "Database), like the pytest_depfakes_mongo_init hook.", cli=False),
+    )
+    options: ClassVar[Mapping[str, Option]] = {}
+
+    @classmethod
+    def check_version(cls, version: str) -> None:
+        if not re.fullmatch(r"\d+(\.\d+)?", version):
+            raise ValueError(f"'mongo:{version}': a MongoDB version is like 7.0 or 8")
+
+    def start(self, ctx: StartContext) -> None:
+        from pymongo import MongoClient
+
+        self._server, self._server_url = select_backend(
+            "mongo", ctx.settings.get("backend").get("mongo", "auto"), {
+                "url": lambda: self._start_url(ctx),
+                "docker": lambda: self._start_docker(ctx),
+                "local": lambda: self._start_local(ctx),
+            })
+        self.description = self._server.description
+        self._client: MongoClient[Any] = MongoClient(self._server_url)
+        self._session = docker_backend.SESSION_ID
+        self._numbers = itertools.count(1)
+        self._drops: queue.Queue[str | None] = queue.Queue()
+        self._dropper = threading.Thread(target=self._drop_loop, name="depfakes-mongo-drop",
+                                         daemon=True)
+        self._dropper.start()
+        try:
+            self._template = self._build_template(ctx)
+        except BaseException:
+            self.stop()
+            raise
+
+    def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> MongoHandle:
+        dbname = database_name(self._session, next(self._numbers))
+        self._copy_template(dbname)
+        return MongoHandle(self._client, self._server_url, dbname)
+
+    def release(self, handle: MongoHandle) -> None:
+        handle.close()
+        self._drops.put(handle.dbname)
+
+    def stop(self) -> None:
+        self._drops.put(None)
+        self._dropper.join(timeout=60)
+        with contextlib.suppress(Exception):
+            if getattr(self, "_template", None) is not None:
+                self._client.drop_database(self._template.name)
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._server.stop()
+
+    # --- backends -----------------------------------------------------------------------
+
+    def _start_url(self, ctx: StartContext) -> tuple[Server, str]:
+        url = ctx.settings.get("mongo_url")
+        if not url:
+            raise BackendUnavailable("set DEPFAKES_MONGO_URL to use an existing server")
+        server = server_from_url(url, 27017)
+        try:
+            _ping(url, timeout_ms=3000)
+        except Exception as exc:
+            raise DepfakesError(f"DEPFAKES_MONGO_URL ({server.description}) does not answer: "
+                                f"{str(exc).splitlines()[0]}") from None
+        self._check_version(_server_version(url), ctx.version, server.description)
+        return server, url
+
+    def _start_docker(self, ctx: StartContext) -> tuple[Server, str]:
+        image = docker_backend.pinned_image(ctx.settings.get("mongo_image"), ctx.version)
+        spec = docker_backend.ContainerSpec(
+            image=image, port=27017,
+            # Journaling can only be turned off before 6.1; tmpfs makes it cheap anyway.
+            command=["--nojournal"] if _older_than(ctx.version, (6, 1)) else [],
+            tmpfs={"/data/db": ""},
+            ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
+            timeout=ctx.settings.get("start_timeout"),
+            config_hash=fingerprint(image, "mongo"),
+        )
+        server = docker_backend.start_container(spec)
+        return server, f"mongodb://{server.host}:{server.port}/"
+
+    def _start_local(self, ctx: StartContext) -> tuple[Server, str]:
+        mongod = local_backend.find_binary("mongod")
+        if mongod is None:
+            raise BackendUnavailable("no mongod on PATH; install the MongoDB server or use "
+                                     "Docker or DEPFAKES_MONGO_URL")
+        version = _binary_version(str(mongod))
+        self._check_version(version, ctx.version, f"{mongod} (version {version})")
+        user = local_backend.run_as()
+        dbpath = ctx.workdir / "db"
+        dbpath.mkdir()
+        local_backend.give_to(ctx.workdir, user)
+        port = local_backend.free_port()
+        command = [str(mongod), "--dbpath", str(dbpath), "--port", str(port),
+                   "--bind_ip", "127.0.0.1", "--setParameter",
+                   "diagnosticDataCollectionEnabled=false"]
+        if _older_than(version, (6, 1)):
+            command.append("--nojournal")
+        server = local_backend.spawn_server(
+            command, workdir=ctx.workdir, user=user, port=port,
+            ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
+            timeout=ctx.settings.get("start_timeout"),
+            description=f"local {mongod} (port {port})")
+        return server, f"mongodb://127.0.0.1:{port}/"
+
+    @staticmethod
+    def _check_version(found: str, pinned: str | None, where: str) -> None:
+        if pinned and found and _version_tuple(found)[: len(_version_tuple(pinned))] != \
+                _version_tuple(pinned):
+            older = _version_tuple(found) < _version_tuple(pinned)
+            raise BackendUnavailable(
+                f"mongo:{pinned} was pinned but {where} is MongoDB {found}"
+                + ("; it is too old for the pin" if older else "")
+                + "; change the pin or the server")
+
+    # --- template -----------------------------------------------------------------------
+
+    def _build_template(self, ctx: StartContext) -> _Template:
+        name = f"dft_{self._session[:12]}_tpl"
+        db = self._client[name]
+        ctx.config.hook.pytest_depfakes_mongo_init(db=db)
+        target = ctx.settings.get("mongo_init")
+        if target:
+            module, _, attr = target.partition(":")
+            if not attr:
+                raise DepfakesError(f"depfakes_mongo_init = {target!r}: expected "
+                                    "'module:callable'")
+            importlib.import_module(module).__dict__[attr](db)
+        collections = []
+        for info in db.list_collections():
+            if info.get("type", "collection") != "collection":
+                continue
+            coll = db[info["name"]]
+            indexes = [spec for spec in coll.list_indexes() if spec["name"] != "_id_"]
+            has_documents = coll.estimated_document_count() > 0
+            collections.append((info["name"], dict(info.get("options", {})),
+                                [dict(spec) for spec in indexes], has_documents))
+        return _Template(name, tuple(collections))
+
+    def _copy_template(self, dbname: str) -> None:
+        from pymongo import IndexModel
+
+        source, target = self._client[self._template.name], self._client[dbname]
+        for collection, options, indexes, has_documents in self._template.collections:
+            if has_documents:  # server-side copy: documents never travel to the client
+                source[collection].aggregate(
+                    [{"$match": {}}, {"$out": {"db": dbname, "coll": collection}}])
+            else:
+                target.create_collection(collection, **options)
+            if indexes:
+                target[collection].create_indexes([IndexModel(
+                    list(spec["key"].items()),
+                    **{k: v for k, v in spec.items() if k not in ("key", "v", "ns")})
+                    for spec in indexes])
+
+    def _drop_loop(self) -> None:
+        while True:
+            name = self._drops.get()
+            if name is None:
+                return
+            with contextlib.suppress(Exception):  # the server may be going away
+                self._client.drop_database(name)
+
+
+def _ping(url: str, timeout_ms: int) -> bool:
+    from pymongo import MongoClient
+
+    client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=timeout_ms,
+                                           connectTimeoutMS=timeout_ms)
+    try:
+        client.admin.command("ping")
+    finally:
+        client.close()
+    return True
+
+
+def _server_version(url: str) -> str:
+    from pymongo import MongoClient
+
+    client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=3000)
+    try:
+        return str(client.server_info().get("version", ""))
+    finally:
+        client.close()
+
+
+def _binary_version(mongod: str) -> str:
+    try:
+        out = subprocess.run([mongod, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BackendUnavailable(f"{mongod} --version failed ({exc})") from None
+    match = re.search(r"db version v?(\d+\.\d+(?:\.\d+)?)", out.stdout + out.stderr)
+    if not match:
+        raise BackendUnavailable(f"{mongod} --version did not say its version: "
+                                 f"{(out.stdout + out.stderr).strip()[:200]!r}")
+    return match.group(1)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def _older_than(version: str | None, than: tuple[int, ...]) -> bool:
+    return version is not None and _version_tuple(version) < than
+
+
+

@@ -1,0 +1,275 @@
+"""mongo: what can run here (selection, options, naming, errors, container handling with a
+stand-in image) runs for real; what needs a MongoDB server runs where one is reachable
+(DEPFAKES_MONGO_URL, a Docker image named by DEPFAKES_MONGO_IMAGE, or mongod on PATH) and
+is skipped here with the reason. No MongoDB server or image can be had on this machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from depfakes.providers.mongo import database_name, url_with_database
+
+pytestmark = pytest.mark.xdist_group("docker")
+
+USES_MONGO = """
+    import pytest
+
+    @pytest.mark.deps("mongo")
+    def test_it(deps):
+        pass
+"""
+
+
+def _docker_image(image: str | None) -> bool:
+    return bool(image) and shutil.which("docker") is not None and subprocess.run(
+        ["docker", "image", "inspect", str(image)], capture_output=True).returncode == 0
+
+
+def _real_mongo_args() -> list[str] | None:
+    """pytest args that select a backend with a real MongoDB, or None if there is none."""
+    if os.environ.get("DEPFAKES_MONGO_URL"):
+        return ["--deps-backend", "mongo=url"]
+    if _docker_image(os.environ.get("DEPFAKES_MONGO_IMAGE")):
+        return ["--deps-backend", "mongo=docker"]
+    if shutil.which("mongod"):
+        return ["--deps-backend", "mongo=local"]
+    return None
+
+
+def _need_real_mongo() -> list[str]:
+    args = _real_mongo_args()
+    if args is None:
+        if os.environ.get("DEPFAKES_REQUIRE_MONGO"):  # the GitHub workflow sets it
+            pytest.fail("DEPFAKES_REQUIRE_MONGO is set but no MongoDB is reachable")
+        pytest.skip("needs a MongoDB server: DEPFAKES_MONGO_URL, DEPFAKES_MONGO_IMAGE with "
+                    "Docker, or mongod on PATH (none can be had on this machine)")
+    return args
+
+
+def test_database_names_are_unique_and_within_limits():
+    names = {database_name("0123456789abcdef", n) for n in range(1, 1001)}
+    assert len(names) == 1000
+    assert all(len(name.encode()) <= 63 and name.startswith("dft_") for name in names)
+    assert database_name("abc", 7) == "dft_abc_7"
+    with pytest.raises(ValueError, match="cannot make a MongoDB database name"):
+        database_name("bad/name", 1)
+
+
+def test_url_carries_the_test_database_and_keeps_credentials():
+    url = url_with_database("mongodb://app:s3cret@db.example:27018/admin?authSource=admin",
+                            "dft_x_1")
+    assert url == "mongodb://app:s3cret@db.example:27018/dft_x_1?authSource=admin"
+    assert url_with_database("mongodb://127.0.0.1:27017/", "d") == "mongodb://127.0.0.1:27017/d"
+
+
+def test_options_and_pins_are_validated(project, pytester):
+    project(
+        """
+        import pytest
+
+        @pytest.mark.deps("mongo", isolation="transaction")
+        def test_a():
+            pass
+
+        @pytest.mark.deps("mongo:seven")
+        def test_b():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*test_a: option isolation= belongs to 'postgres', which this test does not declare*",
+        "*test_b: 'mongo:seven': a MongoDB version is like 7.0 or 8",
+    ])
+
+
+def test_no_backend_skips_with_every_reason_or_fails_under_strict(project, pytester,
+                                                                   monkeypatch):
+    monkeypatch.delenv("DEPFAKES_MONGO_URL", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no mongod there
+    project(USES_MONGO)
+    result = pytester.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([
+        "SKIPPED*depfakes: mongo is not available here: no backend can serve it (url: set "
+        "DEPFAKES_MONGO_URL to use an existing server; docker: the Docker daemon is not "
+        "reachable (*); start Docker or set DOCKER_HOST; local: no mongod on PATH; install "
+        "the MongoDB server or use Docker or DEPFAKES_MONGO_URL)"
+    ])
+    result = pytester.runpytest_subprocess("--deps-strict")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
+
+
+def test_docker_image_missing(project, pytester, monkeypatch):
+    if not _docker_image(os.environ.get("DEPFAKES_REDIS_IMAGE", "local/redis:7")):
+        pytest.skip("needs a Docker engine")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("DEPFAKES_MONGO_IMAGE", "local/no-such-mongo:7.0")
+    project(USES_MONGO.replace('"mongo"', '"mongo:6.0"'))
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=docker", "-rs")
+    result.assert_outcomes(skipped=1)
+    # The pin replaced the tag of the configured image.
+    result.stdout.fnmatch_lines(["*image local/no-such-mongo:6.0 is not present locally and "
+                                 "could not be pulled*"])
+
+
+def _depfakes_containers() -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--filter", "label=io.depfakes.pid",
+                          "--format", "{{.ID}} {{.Image}} {{.Status}}"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_docker_stand_in_that_never_answers_times_out_with_its_log(project, pytester,
+                                                                    monkeypatch):
+    """A container that runs but does not speak MongoDB on 27017 (the local Redis image):
+    start, readiness polling, timeout with the server's log, and removal."""
+    stand_in = os.environ.get("DEPFAKES_REDIS_IMAGE", "local/redis:7")
+    if not _docker_image(stand_in):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide Docker with {stand_in}")
+        pytest.skip(f"needs a Docker engine with {stand_in}")
+    monkeypatch.setenv("DEPFAKES_MONGO_IMAGE", stand_in)
+    monkeypatch.setenv("DEPFAKES_START_TIMEOUT", "2")
+    project(USES_MONGO)
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{stand_in} was not ready within 2 s. Last log lines:*",
+                                 "*Ready to accept connections*"])
+    assert _depfakes_containers() == []
+
+
+@pytest.fixture
+def fake_mongod(monkeypatch):
+    """A `mongod` on PATH that reports a version and then fails to start, as a broken or
+    too-old installation would. The directory is world-readable: under root the server
+    runs as an unprivileged user."""
+    directory = Path(tempfile.mkdtemp(prefix="depfakes-fake-mongod-"))
+    directory.chmod(0o755)
+
+    def install(version: str) -> Path:
+        script = directory / "mongod"
+        script.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$1" = --version ]; then echo "db version v{version}"; exit 0; fi\n'
+            'echo "fake mongod: Failed to set up listener: SocketException" >&2\n'
+            "exit 48\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+        return script
+
+    yield install
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_local_mongod_too_old_for_the_pin(project, pytester, monkeypatch, fake_mongod):
+    monkeypatch.delenv("CI", raising=False)
+    script = fake_mongod("4.4.29")
+    project(USES_MONGO.replace('"mongo"', '"mongo:7.0"'))
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=local", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*local: mongo:7.0 was pinned but {script} (version 4.4.29) "
+                                 "is MongoDB 4.4.29; it is too old for the pin; change the pin "
+                                 "or the server*"])
+
+
+def test_local_mongod_that_exits_shows_its_log(project, pytester, fake_mongod):
+    fake_mongod("7.0.14")
+    project(USES_MONGO)
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=local")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*exited with code 48 before it was ready. Last log lines:*",
+                                 "*fake mongod: Failed to set up listener*"])
+
+
+REAL_SUITE = '''
+import asyncio, os, re
+import pytest
+from pymongo import MongoClient
+
+CHATS = [
+    {"user_id": "u1", "title": "trip", "queries": [{"content": "Book a flight to Lisbon"},
+                                                   {"content": "hotel near the sea"},
+                                                   {"content": None}]},
+    {"user_id": "u1", "title": "work", "queries": [{"content": "quarterly report"}]},
+    {"user_id": "u2", "title": "trip", "queries": [{"content": "flight to Oslo"}]},
+]
+
+
+@pytest.mark.deps("mongo")
+@pytest.mark.parametrize("n", range(3))
+def test_isolated_database_seeded_from_the_template(deps, n):
+    assert deps.mongo.db.name == deps.mongo.dbname
+    assert deps.mongo.db.settings.find_one({}, {"_id": 0}) == {"theme": "dark"}
+    assert "user_1" in deps.mongo.db.chats.index_information()  # template index copied
+    assert deps.mongo.db.chats.count_documents({}) == 0
+    deps.mongo.db.chats.insert_many(CHATS)
+    assert deps.mongo.db.chats.count_documents({}) == 3
+
+
+@pytest.mark.deps("mongo")
+def test_own_client_from_url_sees_only_the_test_database(deps):
+    deps.mongo.db.things.insert_one({"x": 1})
+    client = MongoClient(deps.mongo.url)
+    assert client.get_default_database().name == deps.mongo.dbname
+    assert client.get_default_database().things.count_documents({}) == 1
+    client.close()
+
+
+@pytest.mark.deps("mongo")
+def test_async_client(deps):
+    async def go():
+        db = deps.mongo.async_client.get_default_database()
+        await db.things.insert_one({"async": True})
+        count = await db.things.count_documents({})
+        await deps.mongo.async_client.close()
+        return count
+    assert asyncio.run(go()) == 1
+
+
+@pytest.mark.deps("mongo")
+def test_regex_match_inside_filter_needs_a_real_engine(deps):
+    """The seeds' aggregation: $filter with $regexMatch inside $project (mongomock lies)."""
+    deps.mongo.db.chats.insert_many(CHATS)
+    pipeline = [
+        {"$match": {"user_id": "u1"}},
+        {"$project": {"_id": 0, "title": 1, "matching_messages": {"$filter": {
+            "input": "$queries", "as": "msg", "cond": {"$regexMatch": {
+                "input": {"$ifNull": ["$$msg.content", ""]}, "regex": "flight",
+                "options": "i"}}}}}},
+        {"$match": {"matching_messages.0": {"$exists": True}}},
+    ]
+    assert list(deps.mongo.db.chats.aggregate(pipeline)) == [
+        {"title": "trip", "matching_messages": [{"content": "Book a flight to Lisbon"}]}]
+'''
+
+REAL_CONFTEST = '''
+def pytest_depfakes_mongo_init(db):
+    db.settings.insert_one({"theme": "dark"})
+    db.chats.create_index("user_id", name="user_1")
+'''
+
+
+def test_real_mongo_suite(project, pytester):
+    args = _need_real_mongo()
+    project(REAL_SUITE, conftest=REAL_CONFTEST)
+    result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
+    url = os.environ.get("DEPFAKES_MONGO_URL")
+    if url:  # everything depfakes created on an existing server is gone
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(url)
+        assert [n for n in client.list_database_names() if n.startswith("dft_")] == []
+        client.close()
