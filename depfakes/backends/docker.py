@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,14 +40,27 @@ class ContainerSpec:
     config_hash: str = ""
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_docker() -> Any:
+    """docker-py, imported under a lock: servers start in parallel threads, and two threads
+    importing docker's submodules at once can see it half-initialised."""
+    with _IMPORT_LOCK:
+        try:
+            import docker
+            import docker.transport.unixconn
+            import testcontainers.core.container  # noqa: F401 - same lock for its import
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"docker-py/testcontainers could not be imported ({exc}); pip install "
+                "'depfakes[postgres]'") from None
+    return docker
+
+
 def docker_client() -> Any:
     """A docker-py client, or BackendUnavailable saying why the daemon can't be reached."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"the docker package is not installed ({exc}); pip install 'depfakes[postgres]'"
-        ) from None
+    docker = import_docker()
     try:
         client = docker.from_env(timeout=10)
         client.ping()
@@ -59,7 +73,7 @@ def docker_client() -> Any:
 
 
 def ensure_image(client: Any, image: str) -> None:
-    import docker
+    docker = import_docker()
 
     try:
         client.images.get(image)
@@ -183,7 +197,7 @@ def _logs(container: Any) -> str:
 
 def _remove(container: Any) -> None:
     """Remove the container, retrying: a container that is still exiting can refuse once."""
-    import docker
+    docker = import_docker()
 
     wrapped = getattr(container, "_container", None)
     if wrapped is None:
@@ -204,7 +218,7 @@ def _remove(container: Any) -> None:
 
 def _wait_gone(wrapped: Any) -> None:
     """Return once the engine no longer lists the container (removal can lag a little)."""
-    import docker
+    docker = import_docker()
 
     for _ in range(50):
         try:

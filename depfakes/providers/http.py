@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+from depfakes.backends import BackendUnavailable
 from depfakes.cassettes import (
     RECORD_MODES,
     Scrubber,
@@ -235,10 +236,12 @@ def _let_docker_through_vcrpy() -> None:
     for a pool to hand out one of its own. docker-py's Unix-socket pool never does, so
     docker calls (testcontainers, depfakes' own docker backend) would spin forever. Telling
     the pool which class it really makes lets them through, unrecorded."""
+    from depfakes.backends.docker import import_docker
+
     try:
-        from docker.transport import unixconn
-    except ImportError:
-        return
+        unixconn = import_docker().transport.unixconn
+    except BackendUnavailable:
+        return  # no docker-py: nothing to let through
     unixconn.UnixHTTPConnectionPool.ConnectionCls = unixconn.UnixHTTPConnection
 
 

@@ -12,39 +12,57 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from depfakes.providers.base import Option, Provider, StartContext
+from depfakes.backends import BackendUnavailable, Server, fingerprint
+from depfakes.backends import docker as docker_backend
+from depfakes.config import Setting
+from depfakes.errors import DepfakesError
+from depfakes.providers.base import Option, Provider, StartContext, Unavailable
 
 if TYPE_CHECKING:
     import fakeredis
+    import redis
+    import redis.asyncio
+
+DEFAULT_IMAGE = "redis:7-alpine"
 
 
 class RedisHandle:
     """What a test gets as ``deps.redis``."""
 
-    server: fakeredis.FakeServer
+    # The test's fakeredis server; None on a real Redis (--deps-backend redis=docker).
+    server: fakeredis.FakeServer | None
 
-    def __init__(self, server: fakeredis.FakeServer, endpoint: _Endpoint,
+    def __init__(self, url: Callable[[], str], server: fakeredis.FakeServer | None,
                  decode_responses: bool) -> None:
         self.server = server
-        self._endpoint = endpoint
+        self._url = url
         self._decode_responses = decode_responses
 
     @cached_property
-    def client(self) -> fakeredis.FakeRedis:
-        """A redis-py compatible client on this test's state."""
+    def client(self) -> redis.Redis:
+        """A redis-py client on this test's state."""
+        if self.server is None:
+            import redis
+
+            return redis.Redis.from_url(self.url, decode_responses=self._decode_responses)
         import fakeredis
 
         return fakeredis.FakeRedis(server=self.server, decode_responses=self._decode_responses)
 
     @cached_property
-    def async_client(self) -> fakeredis.FakeAsyncRedis:
+    def async_client(self) -> redis.asyncio.Redis:
         """An asyncio client (redis.asyncio API) on this test's state."""
+        if self.server is None:
+            import redis.asyncio
+
+            return redis.asyncio.Redis.from_url(self.url,
+                                                decode_responses=self._decode_responses)
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=self.server,
@@ -52,12 +70,12 @@ class RedisHandle:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``, served from this test's state, for code that builds
-        its own client (``redis.Redis.from_url``). Started on first use."""
-        return self._endpoint.url()
+        """``redis://127.0.0.1:PORT/0`` reaching this test's state, for code that builds its
+        own client (``redis.Redis.from_url``). For the fake, started on first use."""
+        return self._url()
 
     def __repr__(self) -> str:
-        return f"<RedisHandle server={id(self.server):#x}>"
+        return f"<RedisHandle {'fakeredis' if self.server is not None else self.url}>"
 
 
 class _Endpoint:
@@ -142,12 +160,25 @@ def _parse_version(version: str | None) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def _redis_ready(host: str, port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
 class RedisProvider(Provider):
     name = "redis"
     handle_type = RedisHandle
     requires = ("fakeredis", "redis")
     extra = "redis"
     accepts_version = True
+    settings = (Setting("redis_image", "Docker image for --deps-backend redis=docker "
+                        f"(default {DEFAULT_IMAGE}); a version pin replaces its tag.",
+                        default=DEFAULT_IMAGE),)
     options: ClassVar[Mapping[str, Option]] = {
         "decode_responses": Option(False, "Return str instead of bytes from the handle's "
                                           "clients.", type=bool),
@@ -169,18 +200,47 @@ class RedisProvider(Provider):
         self._fakeredis = fakeredis
         self._version = _parse_version(ctx.version)
         self._endpoint = _Endpoint(self._version)
+        self._real: Server | None = None
+        backend = ctx.settings.get("backend").get("redis", "fake")
+        if backend == "docker":
+            self._real = self._start_docker(ctx)
+        elif backend not in ("fake", "auto"):
+            raise DepfakesError(f"--deps-backend redis={backend}: choose fake (fakeredis, the "
+                                "default) or docker (a real Redis, for fidelity runs)")
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> RedisHandle:
+        if self._real is not None:
+            url = f"redis://{self._real.host}:{self._real.port}/0"
+            handle = RedisHandle(lambda: url, None, options["decode_responses"])
+            # The same guarantee as the fake: the test starts from an empty server.
+            handle.client.flushall()
+            return handle
         server = self._fakeredis.FakeServer(version=self._version)
         self._endpoint.route_to(server)
-        return RedisHandle(server, self._endpoint, options["decode_responses"])
+        return RedisHandle(self._endpoint.url, server, options["decode_responses"])
 
     def release(self, handle: RedisHandle) -> None:
-        for attr in ("client", "async_client"):
-            client = handle.__dict__.pop(attr, None)
-            if attr == "client" and client is not None:
-                client.close()
-        self._endpoint.route_to_idle(lambda: self._fakeredis.FakeServer(version=self._version))
+        handle.__dict__.pop("async_client", None)  # must be closed on the test's own loop
+        client = handle.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
+        if self._real is None:
+            self._endpoint.route_to_idle(
+                lambda: self._fakeredis.FakeServer(version=self._version))
 
     def stop(self) -> None:
         self._endpoint.close()
+        if self._real is not None:
+            self._real.stop()
+
+    def _start_docker(self, ctx: StartContext) -> Server:
+        configured = ctx.settings.get("redis_image")
+        image = docker_backend.pinned_image(
+            configured, ctx.version, suffix="-alpine" if configured == DEFAULT_IMAGE else "")
+        try:
+            return docker_backend.start_container(docker_backend.ContainerSpec(
+                image=image, port=6379, ready=_redis_ready,
+                timeout=ctx.settings.get("start_timeout"),
+                config_hash=fingerprint(image, "redis")))
+        except BackendUnavailable as exc:
+            raise Unavailable(f"docker: {exc}") from None
