@@ -1,6 +1,8 @@
 """The ``depfakes`` command.
 
     depfakes cassettes check [PATH ...]   find secrets and broken files in cassettes
+    depfakes ps                           servers depfakes started on this host
+    depfakes down [--all]                 remove those whose pytest is gone (--all: every one)
 """
 
 from __future__ import annotations
@@ -134,15 +136,77 @@ def _error_line(exc: Exception) -> int:
     return int(lines[-1]) if lines else 1
 
 
+def _servers() -> tuple[list[dict[str, Any]], str | None]:
+    """Containers and local servers of this host, and why Docker was skipped (if it was)."""
+    from depfakes.backends import BackendUnavailable, local, pid_alive
+    from depfakes.backends import docker as docker_backend
+
+    servers = [{"kind": "local", "id": str(s["server_pid"]), "what": s["description"],
+                "session_pid": int(s["owner_pid"]), "alive": s["alive"]}
+               for s in local.local_servers()]
+    try:
+        client = docker_backend.docker_client()
+    except BackendUnavailable as exc:
+        return servers, str(exc)
+    for container in client.containers.list(all=True,
+                                            filters={"label": docker_backend.LABEL_PID}):
+        pid = int(container.labels.get(docker_backend.LABEL_PID, "0"))
+        tags = container.image.tags
+        servers.append({"kind": "docker", "id": container.short_id,
+                        "what": f"{tags[0] if tags else container.image.short_id} "
+                                f"({container.status})",
+                        "session_pid": pid, "alive": pid_alive(pid), "container": container})
+    return servers, None
+
+
+def _ps() -> int:
+    servers, docker_problem = _servers()
+    for server in servers:
+        state = "session alive" if server["alive"] else "session gone"
+        print(f"{server['kind']:<7}{server['id']:<14}{state:<15}pid {server['session_pid']:<9}"
+              f"{server['what']}")
+    if docker_problem:
+        print(f"docker: not listed ({docker_problem})", file=sys.stderr)
+    print(f"depfakes: {len(servers)} server(s)")
+    return 0
+
+
+def _down(include_live: bool) -> int:
+    from depfakes.backends import local
+
+    servers, docker_problem = _servers()
+    removed = local.sweep_dead_local_servers(include_live=include_live)
+    for server in servers:
+        if server["kind"] == "docker" and (include_live or not server["alive"]):
+            server["container"].remove(force=True, v=True)
+            removed.append(f"container {server['id']}")
+    for what in removed:
+        print(f"removed {what}")
+    if docker_problem:
+        print(f"docker: skipped ({docker_problem})", file=sys.stderr)
+    kept = sum(1 for s in servers if s["alive"]) if not include_live else 0
+    print(f"depfakes: {len(removed)} removed, {kept} of live sessions kept"
+          + ("" if include_live or not kept else " (--all removes them too)"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="depfakes", description="depfakes tools")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("ps", help="list servers depfakes started on this host")
+    down = commands.add_parser("down", help="remove servers whose pytest session is gone")
+    down.add_argument("--all", action="store_true",
+                      help="also remove servers of sessions that are still running")
     cassettes = commands.add_parser("cassettes", help="work with HTTP cassettes")
     actions = cassettes.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="find secrets and broken files in cassettes")
     check.add_argument("paths", nargs="*", type=Path, default=[Path("cassettes")],
                        help="files or directories (default: ./cassettes)")
     args = parser.parse_args(argv)
+    if args.command == "ps":
+        return _ps()
+    if args.command == "down":
+        return _down(args.all)
 
     checked, findings = check_cassettes(args.paths)
     for finding in findings:

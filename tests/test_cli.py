@@ -104,3 +104,69 @@ def test_project_rules_scrub_more(project, pytester, monkeypatch):
     assert "someone@example.com" in cassette
     result = run("cassettes", "check", cwd=pytester.path)
     assert result.returncode == 0, result.stdout
+
+
+def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
+    import os
+    import signal
+    import time
+
+    from depfakes.backends import BackendUnavailable
+    from depfakes.providers.postgres import _find_bindir
+
+    try:
+        _find_bindir(None)
+    except BackendUnavailable:
+        if os.environ.get("CI"):
+            raise
+        import pytest
+
+        pytest.skip("needs PostgreSQL binaries")
+    marker = tmp_path / "up"
+    project(f"""
+        import pathlib, time, pytest
+
+        @pytest.mark.deps("postgres")
+        def test_hold(deps):
+            pathlib.Path({str(marker)!r}).write_text("up")
+            time.sleep(120)
+    """, name="test_hold")
+
+    def holder() -> subprocess.Popen[bytes]:
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                 "--deps-backend", "postgres=local", "test_hold.py"],
+                                cwd=pytester.path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while not marker.exists():
+            assert proc.poll() is None
+            time.sleep(0.1)
+        return proc
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    first = holder()
+    kill(first)
+    assert f"session gone   pid {first.pid} " in run("ps", cwd=tmp_path).stdout
+    live = holder()  # starting a server sweeps the dead session's
+    killed = holder()
+    kill(killed)
+    try:
+        ps = run("ps", cwd=tmp_path)
+        assert f"pid {first.pid} " not in ps.stdout
+        rows = ps.stdout.splitlines()
+        assert any("session gone" in r and f"pid {killed.pid} " in r for r in rows), ps.stdout
+        assert any("session alive" in r and f"pid {live.pid} " in r for r in rows), ps.stdout
+        down = run("down", cwd=tmp_path)
+        assert "removed local " in down.stdout
+        assert "1 of live sessions kept (--all removes them too)" in down.stdout
+        rows = run("ps", cwd=tmp_path).stdout
+        assert f"pid {killed.pid} " not in rows
+        assert f"pid {live.pid} " in rows
+        assert "removed local " in run("down", "--all", cwd=tmp_path).stdout
+        assert f"pid {live.pid} " not in run("ps", cwd=tmp_path).stdout
+    finally:
+        live.send_signal(signal.SIGINT)
+        live.wait(timeout=60)

@@ -456,3 +456,56 @@ def test_env_mappings_under_transaction_isolation(postgres_server, project, pyte
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*IsolationError: deps.postgres.url is not available with "
                                  'isolation="transaction"*'])
+
+
+def test_killed_session_leaves_no_local_server_behind(project, pytester, tmp_path):
+    """kill -9 of pytest leaves its local PostgreSQL running (it has its own session);
+    the next session stops it and removes its files, and leaves a live one alone."""
+    _need(_local_ok(), "PostgreSQL binaries")
+    from depfakes.backends.local import local_servers
+
+    marker = tmp_path / "started"
+    project(
+        f"""
+        import pathlib, time
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_hold(deps):
+            pathlib.Path({str(marker)!r}).write_text(deps.postgres.dsn)
+            time.sleep(120)
+        """,
+        name="test_hold",
+    )
+
+    def start_holder() -> subprocess.Popen[bytes]:
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                 "--deps-backend", "postgres=local", "test_hold.py"],
+                                cwd=pytester.path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "holder exited before its server was up"
+            assert time.monotonic() < deadline, "holder never started"
+            time.sleep(0.1)
+        return proc
+
+    def servers_of(pid: int) -> list[dict]:
+        return [s for s in local_servers() if s["owner_pid"] == pid]
+
+    killed = start_holder()
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    [orphan] = servers_of(killed.pid)
+    assert Path(f"/proc/{orphan['server_pid']}").exists(), "the orphaned server still runs"
+    alive = start_holder()
+    try:
+        assert servers_of(killed.pid) == []
+        assert not Path(f"/proc/{orphan['server_pid']}").exists()
+        assert not Path(orphan["workdir"]).exists()
+        assert servers_of(alive.pid), "a live session's server was touched"
+    finally:
+        alive.send_signal(signal.SIGINT)
+        alive.wait(timeout=60)
+    assert servers_of(alive.pid) == []

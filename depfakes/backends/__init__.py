@@ -6,6 +6,7 @@ machine) or ``url`` (an existing server). Providers describe *what* to run; back
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,6 +29,19 @@ class Server:
 
 class BackendUnavailable(Exception):
     """This backend cannot serve here; the message says why and how to fix it."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fingerprint(*parts: str) -> str:

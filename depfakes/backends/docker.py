@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from depfakes.backends import BackendUnavailable, Server, last_lines
+from depfakes.backends import BackendUnavailable, Server, last_lines, pid_alive
 
 LABEL_PREFIX = "io.depfakes"
 LABEL_SESSION = f"{LABEL_PREFIX}.session"
@@ -142,24 +142,12 @@ def sweep_dead_sessions(client: Any) -> list[str]:
     host = socket.gethostname()
     for container in client.containers.list(all=True, filters={"label": LABEL_PID}):
         labels = container.labels
-        if labels.get(LABEL_HOST) != host or _pid_alive(int(labels.get(LABEL_PID, "0"))):
+        if labels.get(LABEL_HOST) != host or pid_alive(int(labels.get(LABEL_PID, "0"))):
             continue
         with contextlib.suppress(Exception):  # another session may be sweeping it too
             container.remove(force=True, v=True)
             removed.append(container.short_id)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _published_port(container: Any, port: int) -> int:

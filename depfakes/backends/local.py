@@ -8,6 +8,7 @@ as an unprivileged user instead, as CI images usually arrange by hand.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -17,8 +18,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from depfakes.backends import BackendUnavailable, Server, last_lines
+from depfakes.backends import BackendUnavailable, Server, last_lines, pid_alive
 
 _UNPRIVILEGED = ("postgres", "mongodb", "nobody")
 
@@ -70,18 +72,26 @@ def run_checked(command: Sequence[str], user: pwd.struct_passwd | None, what: st
 def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_passwd | None,
                  port: int, ready: Callable[[str, int], bool], timeout: float,
                  description: str) -> Server:
-    """Start ``command``, wait until ``ready(host, port)``; kill it again on failure."""
+    """Start ``command``, wait until ``ready(host, port)``; kill it again on failure.
+
+    The server runs in its own session (so Ctrl-C in pytest does not hit it before depfakes
+    stops it cleanly) and is recorded in the registry, so that if pytest is killed the next
+    session stops it and removes its files.
+    """
+    sweep_dead_local_servers()
     log_path = workdir / "server.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
                                    cwd=workdir, start_new_session=True,
                                    user=_uid(user), group=_gid(user))
+    entry = _register(process.pid, workdir, description)
 
     def logs() -> str:
         return log_path.read_text(errors="replace") if log_path.exists() else ""
 
     def stop() -> None:
         _terminate(process)
+        entry.unlink(missing_ok=True)
 
     deadline = time.monotonic() + timeout
     while True:
@@ -89,6 +99,7 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
             if ready("127.0.0.1", port):
                 return Server("local", "127.0.0.1", port, description, stop=stop, logs=logs)
         if process.poll() is not None:
+            entry.unlink(missing_ok=True)
             raise RuntimeError(f"{description} exited with code {process.returncode} before it "
                                f"was ready. Last log lines:\n{last_lines(logs())}")
         if time.monotonic() > deadline:
@@ -96,6 +107,67 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
             raise TimeoutError(f"{description} was not ready within {timeout:g} s. "
                                f"Last log lines:\n{last_lines(logs())}")
         time.sleep(0.01)
+
+
+def registry_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "depfakes" / "local-servers"
+
+
+def _register(server_pid: int, workdir: Path, description: str) -> Path:
+    directory = registry_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    entry = directory / f"{os.getpid()}-{server_pid}.json"
+    entry.write_text(json.dumps({
+        "owner_pid": os.getpid(), "server_pid": server_pid, "workdir": str(workdir),
+        "description": description, "host": socket.gethostname(),
+    }))
+    return entry
+
+
+def local_servers() -> list[dict[str, Any]]:
+    """Registered local servers of this host, each with whether its session is alive."""
+    servers = []
+    for entry in sorted(registry_dir().glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(entry.read_text())
+            if data.get("host") == socket.gethostname():
+                data["entry"] = entry
+                data["alive"] = pid_alive(int(data["owner_pid"]))
+                servers.append(data)
+    return servers
+
+
+def sweep_dead_local_servers(include_live: bool = False) -> list[str]:
+    """Stop servers whose pytest session is gone (all of them with ``include_live``), and
+    remove their files. Returns their descriptions."""
+    swept = []
+    for server in local_servers():
+        if server["alive"] and not include_live:
+            continue
+        _kill_group(int(server["server_pid"]), server["workdir"])
+        workdir = Path(server["workdir"])
+        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir.parent.name.startswith("depfakes-"):
+            shutil.rmtree(workdir.parent, ignore_errors=True)
+        server["entry"].unlink(missing_ok=True)
+        swept.append(str(server["description"]))
+    return swept
+
+
+def _kill_group(pid: int, workdir: str) -> None:
+    """Kill the server's process group, if that pid is still our server (not a reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return
+    if workdir not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
