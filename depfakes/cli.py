@@ -159,6 +159,18 @@ def _servers() -> tuple[list[dict[str, Any]], str | None]:
     return servers, None
 
 
+def _doctor(pytest_args: Sequence[str]) -> int:
+    import pytest
+
+    from depfakes import doctor
+
+    code = pytest.main(["--collect-only", "-qq", "--deps-doctor", "-p", "no:cacheprovider",
+                        *pytest_args])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        return int(code)
+    return doctor.verdict["exit"]
+
+
 def _ps() -> int:
     servers, docker_problem = _servers()
     for server in servers:
@@ -193,6 +205,8 @@ def _down(include_live: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="depfakes", description="depfakes tools")
     commands = parser.add_subparsers(dest="command", required=True)
+    doctor = commands.add_parser("doctor", help="which backend serves each dependency here")
+    doctor.add_argument("pytest_args", nargs="*", help="passed to pytest (paths, -c, ...)")
     commands.add_parser("ps", help="list servers depfakes started on this host")
     down = commands.add_parser("down", help="remove servers whose pytest session is gone")
     down.add_argument("--all", action="store_true",
@@ -203,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("paths", nargs="*", type=Path, default=[Path("cassettes")],
                        help="files or directories (default: ./cassettes)")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args.pytest_args)
     if args.command == "ps":
         return _ps()
     if args.command == "down":

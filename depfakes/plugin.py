@@ -36,6 +36,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser, [*CORE_SETTINGS, *registry.all_settings()])
+    parser.getgroup("depfakes").addoption(
+        "--deps-doctor", action="store_true", dest="depfakes_doctor",
+        help="With --collect-only: report which backend serves each dependency (what "
+             "`depfakes doctor` runs).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +96,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
+        if session.config.option.depfakes_doctor:
+            from depfakes import doctor
+
+            doctor.report(session)
         return
     for item in session.items:
         spec = item.stash.get(SPEC_KEY, None)

@@ -170,3 +170,28 @@ def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
     finally:
         live.send_signal(signal.SIGINT)
         live.wait(timeout=60)
+
+
+def test_doctor_says_what_serves_and_fails_for_a_declared_dependency(project, pytester,
+                                                                      monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres", "redis")
+        def test_it(deps):
+            pass
+    """)
+    result = run("doctor", "--", "--deps-backend", "postgres=url", cwd=pytester.path)
+    assert result.returncode == 1, result.stdout
+    out = result.stdout
+    assert "postgres   declared by 1 test(s)      -> NO BACKEND" in out
+    assert "    url         no   set DEPFAKES_POSTGRES_URL to use an existing server" in out
+    assert "    docker      no   the Docker daemon is not reachable" in out
+    assert "redis      declared by 1 test(s)      -> fake" in out
+    assert "depfakes doctor: postgres cannot run here, but tests declare it" in out
+
+    result = run("doctor", cwd=pytester.path)  # auto: local binaries may serve here
+    local_ok = "    local       yes" in result.stdout
+    assert result.returncode == (0 if local_ok else 1), result.stdout

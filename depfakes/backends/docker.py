@@ -122,6 +122,21 @@ def start_container(spec: ContainerSpec) -> Server:
     )
 
 
+def diagnose_image(image: str) -> tuple[bool, str]:
+    """Can the docker backend serve ``image`` here? Checks the daemon and the image."""
+    try:
+        client = docker_client()
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    docker = import_docker()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return True, (f"Docker reachable; image {image} not present locally: the first run "
+                      "pulls it (fails where no registry is reachable)")
+    return True, f"Docker reachable; image {image} present"
+
+
 def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
     """``image`` with its tag replaced by a version pin (``postgres:16`` + pin 15 ->
     ``postgres:15``), or ``image`` itself when nothing is pinned."""

@@ -102,6 +102,18 @@ class Provider(ABC):
         if not cls.accepts_version:
             raise ValueError(f"'{cls.name}' does not take a version (got '{cls.name}:{version}')")
 
+    @classmethod
+    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
+        """For ``depfakes doctor``: backend -> (can it serve here, why / the fix).
+
+        Checks without starting anything. In-process providers only need their packages.
+        """
+        try:
+            cls.check_installed()
+        except MissingExtra as exc:
+            return {"in-process": (False, str(exc))}
+        return {"in-process": (True, f"{', '.join(cls.requires) or 'nothing'} installed")}
+
     def start(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
         """Prepare session-level state. Runs once, in a background thread."""
 

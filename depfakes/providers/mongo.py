@@ -28,7 +28,7 @@ from depfakes.backends import BackendUnavailable, Server, fingerprint, select_ba
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
-from depfakes.config import Setting
+from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext
 
@@ -115,6 +115,24 @@ class MongoProvider(Provider):
     def check_version(cls, version: str) -> None:
         if not re.fullmatch(r"\d+(\.\d+)?", version):
             raise ValueError(f"'mongo:{version}': a MongoDB version is like 7.0 or 8")
+
+    @classmethod
+    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
+        found: dict[str, tuple[bool, str]] = {}
+        url = settings.get("mongo_url")
+        if not url:
+            found["url"] = (False, "set DEPFAKES_MONGO_URL to use an existing server")
+        else:
+            try:
+                _ping(url, timeout_ms=3000)
+                found["url"] = (True, f"{server_from_url(url, 27017).description} answers")
+            except Exception as exc:
+                found["url"] = (False, f"does not answer: {str(exc).splitlines()[0]}")
+        found["docker"] = docker_backend.diagnose_image(settings.get("mongo_image"))
+        mongod = local_backend.find_binary("mongod")
+        found["local"] = ((True, f"{mongod} (version {_binary_version(str(mongod))})")
+                          if mongod else (False, "no mongod on PATH; install the MongoDB server"))
+        return found
 
     def start(self, ctx: StartContext) -> None:
         from pymongo import MongoClient

@@ -32,7 +32,7 @@ from depfakes.backends import BackendUnavailable, Server, fingerprint, select_ba
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
-from depfakes.config import Setting
+from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext
 
@@ -270,6 +270,31 @@ class PostgresProvider(Provider):
         if not version.split(".")[0].isdigit():
             raise ValueError(f"'postgres:{version}': a PostgreSQL version is a major "
                              "version number like 16")
+
+    @classmethod
+    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
+        found: dict[str, tuple[bool, str]] = {}
+        url = settings.get("postgres_url")
+        if not url:
+            found["url"] = (False, "set DEPFAKES_POSTGRES_URL to use an existing server")
+        else:
+            server = server_from_url(url, 5432)
+            try:
+                import psycopg
+
+                psycopg.connect(url, connect_timeout=3).close()
+                found["url"] = (True, f"{server.description} answers")
+            except Exception as exc:
+                found["url"] = (False, f"{server.description} does not answer: "
+                                f"{str(exc).splitlines()[0]}")
+        found["docker"] = docker_backend.diagnose_image(settings.get("postgres_image"))
+        try:
+            bindir = _find_bindir(None)
+            _check_runnable(bindir, local_backend.run_as())
+            found["local"] = (True, f"binaries in {bindir}")
+        except BackendUnavailable as exc:
+            found["local"] = (False, str(exc))
+        return found
 
     def start(self, ctx: StartContext) -> None:
         self._ctx = ctx

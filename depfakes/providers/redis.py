@@ -20,7 +20,7 @@ import pytest
 
 from depfakes.backends import BackendUnavailable, Server, fingerprint
 from depfakes.backends import docker as docker_backend
-from depfakes.config import Setting
+from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext, Unavailable
 
@@ -193,6 +193,13 @@ class RedisProvider(Provider):
                 f"'redis:{version}': a Redis version is numbers like 7 or 7.2") from None
         if not 6 <= parsed[0] <= 8:
             raise ValueError(f"'redis:{version}': fakeredis emulates Redis 6 to 8")
+
+    @classmethod
+    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
+        found = {"fake": super().diagnose(settings)["in-process"]}
+        if settings.get("backend").get("redis") == "docker":
+            found["docker"] = docker_backend.diagnose_image(settings.get("redis_image"))
+        return found
 
     def start(self, ctx: StartContext) -> None:
         import fakeredis

@@ -1,0 +1,48 @@
+"""``depfakes doctor``: for each dependency, which backend would serve here and why the
+others cannot, with the fix; fails when a dependency the project's tests declare cannot.
+
+It runs as a pytest collection (``--collect-only``) so it sees the project's own markers,
+ini settings and plugins, and starts nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from depfakes import registry
+from depfakes.backends import BACKENDS
+from depfakes.state import SPEC_KEY, session_state
+
+# Set by the collection hook, read by the CLI after pytest returns.
+verdict: dict[str, int] = {"exit": 0}
+
+
+def report(session: pytest.Session) -> None:
+    declared: Counter[str] = Counter()
+    for item in session.items:
+        spec = item.stash.get(SPEC_KEY, None)
+        if spec:
+            declared.update(spec.versions.keys())
+    settings = session_state(session.config).runtime.settings
+    forced = settings.get("backend")
+    write = session.config.get_terminal_writer().line
+    failing = []
+    for name in registry.names():
+        found = registry.get(name).diagnose(settings)
+        order = [b for b in (*BACKENDS, "fake", "in-process") if b in found]
+        if forced.get(name) in found:
+            order = [forced[name]]
+        pick = next((b for b in order if found[b][0]), None)
+        uses = f"declared by {declared[name]} test(s)" if declared[name] else "not declared"
+        write(f"{name:<10} {uses:<26} -> {pick or 'NO BACKEND'}")
+        for backend, (ok, detail) in found.items():
+            write(f"    {backend:<11} {'yes' if ok else 'no ':<4} {detail}")
+        if pick is None and declared[name]:
+            failing.append(name)
+    if failing:
+        write(f"depfakes doctor: {', '.join(failing)} cannot run here, but tests declare it")
+    else:
+        write("depfakes doctor: every declared dependency can run here")
+    verdict["exit"] = 1 if failing else 0
