@@ -149,13 +149,15 @@ def _servers() -> tuple[list[dict[str, Any]], str | None]:
     except BackendUnavailable as exc:
         return servers, str(exc)
     for container in client.containers.list(all=True,
-                                            filters={"label": docker_backend.LABEL_PID}):
+                                            filters={"label": docker_backend.LABEL_SESSION}):
         pid = int(container.labels.get(docker_backend.LABEL_PID, "0"))
+        reused = docker_backend.LABEL_REUSE in container.labels
         tags = container.image.tags
         servers.append({"kind": "docker", "id": container.short_id,
                         "what": f"{tags[0] if tags else container.image.short_id} "
                                 f"({container.status})",
-                        "session_pid": pid, "alive": pid_alive(pid), "container": container})
+                        "session_pid": pid, "alive": reused or pid_alive(pid),
+                        "reused": reused, "container": container})
     return servers, None
 
 
@@ -174,7 +176,8 @@ def _doctor(pytest_args: Sequence[str]) -> int:
 def _ps() -> int:
     servers, docker_problem = _servers()
     for server in servers:
-        state = "session alive" if server["alive"] else "session gone"
+        state = ("kept (reuse)" if server.get("reused") else
+                 "session alive" if server["alive"] else "session gone")
         print(f"{server['kind']:<7}{server['id']:<14}{state:<15}pid {server['session_pid']:<9}"
               f"{server['what']}")
     if docker_problem:

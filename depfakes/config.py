@@ -143,6 +143,13 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=dict,
     ),
     Setting(
+        "reuse",
+        "Keep servers running after the session and adopt them in the next one (keyed by "
+        "project directory and server definition); `depfakes down --all` removes them.",
+        type="bool",
+        default=False,
+    ),
+    Setting(
         "block_network",
         "Apply the network policy of 'http' tests to every test: only loopback, Unix "
         "sockets and allowed hosts.",

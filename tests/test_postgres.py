@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -509,3 +510,50 @@ def test_killed_session_leaves_no_local_server_behind(project, pytester, tmp_pat
         alive.send_signal(signal.SIGINT)
         alive.wait(timeout=60)
     assert servers_of(alive.pid) == []
+
+
+def test_reuse_adopts_the_server_and_keeps_the_template(project, pytester, tmp_path):
+    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    builds = tmp_path / "builds"
+    conftest = f"""
+        import pathlib, psycopg
+
+        def pytest_depfakes_postgres_init(dsn):
+            with pathlib.Path({str(builds)!r}).open("a") as fh:
+                fh.write("built\\n")
+            with psycopg.connect(dsn) as conn:
+                conn.execute("CREATE TABLE items (id int)")  # VERSION 1
+    """
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_it(deps):
+            deps.postgres.connect().execute("INSERT INTO items VALUES (1)").connection.commit()
+            print("DESCRIPTION", deps.postgres)
+    """, conftest=conftest)
+    args = ("--deps-reuse", "--deps-backend", "postgres=docker", "-s")
+
+    def reused_containers() -> list[str]:
+        out = subprocess.run(["docker", "ps", "-q", "--filter", "label=io.depfakes.reuse"],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    others = set(reused_containers())  # another project's kept servers are not ours
+    try:
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        [container] = set(reused_containers()) - others
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        assert set(reused_containers()) - others == {container}  # adopted, not restarted
+        assert builds.read_text().count("built") == 1  # template kept: init ran once
+        pytester.makeconftest(textwrap.dedent(conftest).replace("VERSION 1", "VERSION 2"))
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        assert builds.read_text().count("built") == 2  # init changed: template rebuilt
+        ps = subprocess.run([sys.executable, "-m", "depfakes.cli", "ps"], capture_output=True,
+                            text=True, check=True).stdout
+        assert container[:10] in ps
+        assert "kept (reuse)" in ps
+    finally:
+        subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--all"],
+                       capture_output=True, check=True)
+    assert reused_containers() == []

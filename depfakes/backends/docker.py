@@ -24,6 +24,7 @@ LABEL_SESSION = f"{LABEL_PREFIX}.session"
 LABEL_PID = f"{LABEL_PREFIX}.pid"
 LABEL_HOST = f"{LABEL_PREFIX}.host"
 LABEL_CONFIG = f"{LABEL_PREFIX}.config"
+LABEL_REUSE = f"{LABEL_PREFIX}.reuse"
 SESSION_ID = uuid.uuid4().hex[:12]
 
 
@@ -38,6 +39,9 @@ class ContainerSpec:
     ready: Callable[[str, int], bool] = lambda host, port: True
     timeout: float = 60.0
     config_hash: str = ""
+    # With --deps-reuse: the container outlives the session, and a later session with the
+    # same key (same project, same definition) adopts it instead of starting another.
+    reuse_key: str | None = None
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -93,6 +97,10 @@ def start_container(spec: ContainerSpec) -> Server:
     """Start ``spec`` and wait until it is ready; remove it again on any failure."""
     client = docker_client()
     sweep_dead_sessions(client)
+    if spec.reuse_key:
+        adopted = _adopt(client, spec)
+        if adopted is not None:
+            return adopted
     ensure_image(client, spec.image)
     from testcontainers.core.container import DockerContainer
 
@@ -106,7 +114,11 @@ def start_container(spec: ContainerSpec) -> Server:
     container.ports[f"{spec.port}/tcp"] = ("127.0.0.1",)  # type: ignore[assignment]
     for path, options in spec.tmpfs.items():
         container.with_tmpfs_mount(path, options or None)
-    container.with_kwargs(labels=session_labels(spec.config_hash))
+    labels = session_labels(spec.config_hash)
+    if spec.reuse_key:  # no pid label: sweeps of dead sessions must not remove it
+        del labels[LABEL_PID]
+        labels[LABEL_REUSE] = spec.reuse_key
+    container.with_kwargs(labels=labels)
     try:
         container.start()
         host_port = _published_port(container.get_wrapped_container(), spec.port)
@@ -117,9 +129,26 @@ def start_container(spec: ContainerSpec) -> Server:
     wrapped = container.get_wrapped_container()
     return Server(
         backend="docker", host="127.0.0.1", port=host_port,
-        description=f"docker {spec.image} (container {wrapped.short_id})",
-        stop=lambda: _remove(container), logs=lambda: _logs(container),
+        description=f"docker {spec.image} (container {wrapped.short_id}"
+                    f"{', kept for reuse' if spec.reuse_key else ''})",
+        stop=(lambda: None) if spec.reuse_key else (lambda: _remove(container)),
+        logs=lambda: _logs(container),
     )
+
+
+def _adopt(client: Any, spec: ContainerSpec) -> Server | None:
+    """The running container a previous session left for this reuse key, if it answers."""
+    for wrapped in client.containers.list(filters={"label": f"{LABEL_REUSE}={spec.reuse_key}"}):
+        try:
+            port = _published_port(wrapped, spec.port)
+            if spec.ready("127.0.0.1", port):
+                return Server(
+                    backend="docker", host="127.0.0.1", port=port,
+                    description=f"docker {spec.image} (container {wrapped.short_id}, reused)",
+                    stop=lambda: None, logs=_logs_of(wrapped))
+        except Exception:  # not ready or half gone: start a fresh one instead
+            continue
+    return None
 
 
 def diagnose_image(image: str) -> tuple[bool, str]:
@@ -189,6 +218,10 @@ def _wait_ready(container: Any, spec: ContainerSpec, host_port: int) -> None:
         time.sleep(0.02)  # testcontainers' 1 s default would dominate start-up
     raise TimeoutError(f"{spec.image} was not ready within {spec.timeout:g} s. "
                        f"Last log lines:\n{last_lines(_logs(container))}")
+
+
+def _logs_of(wrapped: Any) -> Callable[[], str]:
+    return lambda: str(wrapped.logs(tail=50).decode(errors="replace"))
 
 
 def _logs(container: Any) -> str:

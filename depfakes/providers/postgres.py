@@ -14,7 +14,9 @@ import contextlib
 import glob
 import importlib
 import importlib.util
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,10 +27,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 
-from depfakes.backends import BackendUnavailable, Server, fingerprint, select_backend
+from depfakes.backends import (
+    BackendUnavailable,
+    Server,
+    fingerprint,
+    pid_alive,
+    select_backend,
+)
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
@@ -54,10 +63,12 @@ class Credentials:
     password: str | None
 
     def url(self, dbname: str, driver: str = "postgresql") -> str:
-        from sqlalchemy.engine import URL
-
-        return URL.create(driver, self.user, self.password, self.host, self.port,
-                          dbname).render_as_string(hide_password=False)
+        # Built by hand: importing SQLAlchemy for this would cost ~140 ms of start-up.
+        auth = quote(self.user, safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{driver}://{auth}@{host}:{self.port}/{quote(dbname, safe='')}"
 
 
 class IsolationError(DepfakesError, AttributeError):
@@ -256,6 +267,9 @@ class PostgresProvider(Provider):
                 default=DEFAULT_IMAGE),
         Setting("postgres_init", "module:callable run once on the template database with its "
                 "DSN, like the pytest_depfakes_postgres_init hook.", cli=False),
+        Setting("postgres_init_key", "Part of the key of the template kept by --deps-reuse; "
+                "change it (e.g. to your migrations' head) to rebuild the template.",
+                cli=False),
         Setting("start_timeout", "Seconds a server may take to become ready.", type="float",
                 default=60.0),
     )
@@ -340,7 +354,8 @@ class PostgresProvider(Provider):
                 self._txn[0].dispose()
                 self._pool.drop_later(self._txn[1])
             self._pool.close()
-            self._drop_template()
+            if not self._reuse:  # a reused server keeps its template for the next session
+                self._drop_template()
         finally:
             self._server.stop()
 
@@ -387,6 +402,8 @@ class PostgresProvider(Provider):
                                             "postgres"),
             timeout=ctx.settings.get("start_timeout"),
             config_hash=fingerprint(image, *FAST_SETTINGS),
+            reuse_key=fingerprint(str(ctx.config.rootpath), "postgres", image, *FAST_SETTINGS)
+            if ctx.settings.get("reuse") else None,
         )
         server = docker_backend.start_container(spec)
         return server, Credentials(server.host, server.port, creds.user, creds.password)
@@ -416,14 +433,26 @@ class PostgresProvider(Provider):
     def _prepare_databases(self, ctx: StartContext) -> None:
         import psycopg
 
-        prefix = f"depfakes_{docker_backend.SESSION_ID}"
-        self._template = f"{prefix}_tpl"
+        # The pid in clone names tells a later session (on a reused or shared server)
+        # which clones belong to sessions that are gone.
+        prefix = f"depfakes_{docker_backend.SESSION_ID}_{os.getpid()}"
+        self._reuse = bool(ctx.settings.get("reuse"))
+        # A kept template is named by what built it, so a changed init rebuilds it.
+        self._template = (f"depfakes_tpl_{self._init_fingerprint(ctx)}" if self._reuse
+                          else f"{prefix}_tpl")
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
             version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
             if ctx.version and int(ctx.version.split(".")[0]) != version // 10000:
                 raise DepfakesError(
                     f"postgres:{ctx.version} was pinned but {self.description} runs "
                     f"PostgreSQL {version // 10000}; change the pin or the server")
+            _drop_clones_of_dead_sessions(admin)
+            strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
+            if self._reuse and admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                             (self._template,)).fetchone():
+                self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix,
+                                       strategy)
+                return
             admin.execute(f'CREATE DATABASE "{self._template}"')
         self._run_init(ctx, self._creds.url(self._template))
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
@@ -432,8 +461,22 @@ class PostgresProvider(Provider):
                           "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
             admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE true '
                           "ALLOW_CONNECTIONS false")
-        strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
         self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix, strategy)
+
+    def _init_fingerprint(self, ctx: StartContext) -> str:
+        """What builds the template: the init hooks' source, the ini init target's module
+        source, and depfakes_postgres_init_key (set it to e.g. your migrations' head when
+        the schema lives in files the hook reads)."""
+        parts = [str(ctx.settings.get("postgres_init_key") or "")]
+        for impl in ctx.config.pluginmanager.hook.pytest_depfakes_postgres_init.get_hookimpls():
+            with contextlib.suppress(OSError, TypeError):
+                parts.append(inspect.getsource(impl.function))
+        target = ctx.settings.get("postgres_init")
+        if target:
+            module = importlib.import_module(target.partition(":")[0])
+            with contextlib.suppress(OSError, TypeError):
+                parts.append(inspect.getsource(module))
+        return fingerprint(*parts)
 
     def _run_init(self, ctx: StartContext, dsn: str) -> None:
         ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn)
@@ -462,6 +505,16 @@ class PostgresProvider(Provider):
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE false')
             admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
+
+
+def _drop_clones_of_dead_sessions(admin: psycopg.Connection[Any]) -> None:
+    rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes\\_%'")
+    for (name,) in rows.fetchall():
+        match = re.fullmatch(r"depfakes_[0-9a-f]+_(\d+)_(?:\d+|tpl)", name)
+        if match and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(Exception):  # someone else may be dropping it too
+                admin.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _ready(creds: Credentials, dbname: str) -> bool:
