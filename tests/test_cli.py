@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 LEAKY = textwrap.dedent("""\
     interactions:
     - request:
@@ -106,6 +108,7 @@ def test_project_rules_scrub_more(project, pytester, monkeypatch):
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.xdist_group("docker")  # `down --all` would stop other tests' servers
 def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
     import os
     import signal
@@ -119,8 +122,6 @@ def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
     except BackendUnavailable:
         if os.environ.get("CI"):
             raise
-        import pytest
-
         pytest.skip("needs PostgreSQL binaries")
     marker = tmp_path / "up"
     project(f"""
