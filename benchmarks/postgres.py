@@ -155,6 +155,8 @@ def test_insert(session, n):
 
 VARIANTS = {
     "depfakes database": (DEPFAKES_CONFTEST, DEPFAKES_DATABASE, "baseline template-clone"),
+    "depfakes db, --deps-reuse": (DEPFAKES_CONFTEST, DEPFAKES_DATABASE,
+                                  "baseline template-clone"),
     "depfakes transaction": (DEPFAKES_CONFTEST, DEPFAKES_TRANSACTION, "baseline savepoint"),
     "baseline template-clone": (BASELINE_CONFTEST, BASELINE_TEMPLATE, None),
     "baseline savepoint": (BASELINE_CONFTEST, BASELINE_SAVEPOINT, None),
@@ -162,13 +164,14 @@ VARIANTS = {
 
 
 def run(conftest: str, tests_src: str, tests: int, workdir: Path,
-        dependency: str = "postgres") -> dict[str, Any]:
+        dependency: str = "postgres", reuse: bool = False) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "conftest.py").write_text(COLLECTOR + textwrap.dedent(conftest))
     (workdir / "test_bench.py").write_text(tests_src.replace("range(N)", f"range({tests})"))
     out = workdir / "out.json"
     env = {**os.environ, "BENCH_OUT": str(out), "TESTCONTAINERS_RYUK_DISABLED": "true",
-           "DEPFAKES_BACKEND": f"{dependency}=docker" if dependency == "postgres" else ""}
+           "DEPFAKES_BACKEND": f"{dependency}=docker" if dependency == "postgres" else "",
+           "DEPFAKES_REUSE": "1" if reuse else "0"}
     launched = time.time()
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "-p", "no:randomly", "-p", "no:xdist",
@@ -189,9 +192,12 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="depfakes-pgbench-") as tmp:
         for name, (conftest, source, _) in VARIANTS.items():
-            first = run(conftest, source, 1, Path(tmp) / name / "first")
-            second = run(conftest, source, 1, Path(tmp) / name / "second")
-            many = run(conftest, source, args.tests, Path(tmp) / name / "many")
+            reuse = "reuse" in name
+            # With reuse, the second run adopts the first run's server (same directory).
+            first = run(conftest, source, 1, Path(tmp) / name / "first", reuse=reuse)
+            second = run(conftest, source, 1, Path(tmp) / name / ("first" if reuse else
+                                                                   "second"), reuse=reuse)
+            many = run(conftest, source, args.tests, Path(tmp) / name / "many", reuse=reuse)
             overhead = many["overhead"][1:]  # the first test's setup is the server start
             rows[name] = {"start_first_s": first["start"], "start_second_s": second["start"],
                           "overhead_ms": statistics.median(overhead) * 1000}
@@ -207,6 +213,9 @@ def main() -> None:
               f"{row['overhead_ms']:>13.2f}{ratio:>13}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    # The reuse variant kept its servers on purpose; this benchmark's are not needed.
+    subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--all"],
+                   capture_output=True, check=False)
 
 
 if __name__ == "__main__":
