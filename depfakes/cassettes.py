@@ -181,11 +181,36 @@ def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable
             return None  # neither recorded nor replayed: it goes where it goes
         return scrubber.request(request)
 
-    return vcr.VCR(
+    recorder = vcr.VCR(
         serializer="yaml", record_mode=record_mode, decode_compressed_response=True,
         before_record_request=before_record_request, before_record_response=scrubber.response,
         match_on=("method", "scheme", "host", "port", "path", "query"),
     )
+    recorder.register_persister(_parsed_once_persister())
+    return recorder
+
+
+def _parsed_once_persister() -> Any:
+    """vcrpy's file persister, but a cassette file is parsed once per session and content,
+    not once per test: YAML parsing was most of the per-test cost of replay."""
+    from vcr.persisters.filesystem import FilesystemPersister
+
+    parsed: dict[tuple[str, int, int], Any] = {}
+
+    class ParsedOncePersister(FilesystemPersister):  # type: ignore[misc]
+        @classmethod
+        def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
+            try:
+                stat = Path(cassette_path).stat()
+            except OSError:
+                return super().load_cassette(cassette_path, serializer)  # vcrpy's not-found
+            key = (str(cassette_path), stat.st_mtime_ns, stat.st_size)
+            if key not in parsed:
+                parsed[key] = super().load_cassette(cassette_path, serializer)
+            # vcrpy copies each request and response before using them (its filters do).
+            return parsed[key]
+
+    return ParsedOncePersister
 
 
 @contextmanager
