@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
@@ -21,3 +24,37 @@ def project(pytester: pytest.Pytester):
         return pytester
 
     return write
+
+
+@pytest.fixture
+def holder(project, pytester, tmp_path):
+    """start(backend) -> a pytest process whose one test holds a postgres server from
+    ``backend`` until it is killed; returns once the server is up."""
+    marker = tmp_path / "holder-up"
+    project(
+        f"""
+        import pathlib, time
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_hold(deps):
+            pathlib.Path({str(marker)!r}).write_text(deps.postgres.dsn)
+            time.sleep(120)
+        """,
+        name="test_hold",
+    )
+
+    def start(backend: str) -> subprocess.Popen[bytes]:
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                 "--deps-backend", f"postgres={backend}", "test_hold.py"],
+                                cwd=pytester.path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert proc.poll() is None, "holder exited before its server was up"
+            assert time.monotonic() < deadline, "holder never started"
+            time.sleep(0.1)
+        return proc
+
+    return start

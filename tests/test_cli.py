@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -109,10 +110,8 @@ def test_project_rules_scrub_more(project, pytester, monkeypatch):
 
 
 @pytest.mark.xdist_group("docker")  # `down --all` would stop other tests' servers
-def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
-    import os
+def test_ps_and_down_for_killed_and_live_sessions(holder, tmp_path):
     import signal
-    import time
 
     from depfakes.backends import BackendUnavailable
     from depfakes.providers.postgres import _find_bindir
@@ -123,36 +122,19 @@ def test_ps_and_down_for_killed_and_live_sessions(project, pytester, tmp_path):
         if os.environ.get("CI"):
             raise
         pytest.skip("needs PostgreSQL binaries")
-    marker = tmp_path / "up"
-    project(f"""
-        import pathlib, time, pytest
 
-        @pytest.mark.deps("postgres")
-        def test_hold(deps):
-            pathlib.Path({str(marker)!r}).write_text("up")
-            time.sleep(120)
-    """, name="test_hold")
-
-    def holder() -> subprocess.Popen[bytes]:
-        marker.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                                 "--deps-backend", "postgres=local", "test_hold.py"],
-                                cwd=pytester.path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        while not marker.exists():
-            assert proc.poll() is None
-            time.sleep(0.1)
-        return proc
+    def start() -> subprocess.Popen[bytes]:
+        return holder("local")
 
     def kill(proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
-    first = holder()
+    first = start()
     kill(first)
     assert f"session gone   pid {first.pid} " in run("ps", cwd=tmp_path).stdout
-    live = holder()  # starting a server sweeps the dead session's
-    killed = holder()
+    live = start()  # starting a server sweeps the dead session's
+    killed = start()
     kill(killed)
     try:
         ps = run("ps", cwd=tmp_path)

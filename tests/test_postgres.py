@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -334,34 +333,11 @@ def _depfakes_containers(pid: int | None = None) -> list[str]:
     return out.stdout.splitlines()
 
 
-def test_killed_session_is_swept_and_live_one_is_not(project, pytester, tmp_path):
+def test_killed_session_is_swept_and_live_one_is_not(holder, project, pytester):
     _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
-    marker = tmp_path / "started"
-    project(
-        f"""
-        import pathlib, time
-        import pytest
-
-        @pytest.mark.deps("postgres")
-        def test_hold(deps):
-            pathlib.Path({str(marker)!r}).write_text("up")
-            time.sleep(120)
-        """,
-        name="test_hold",
-    )
 
     def start_holder() -> subprocess.Popen[bytes]:
-        marker.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                                 "--deps-backend", "postgres=docker", "test_hold.py"],
-                                cwd=pytester.path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while not marker.exists():
-            assert proc.poll() is None, "holder exited before its server was up"
-            assert time.monotonic() < deadline, "holder never started"
-            time.sleep(0.1)
-        return proc
+        return holder("docker")
 
     killed = start_holder()
     killed.send_signal(signal.SIGKILL)
@@ -459,38 +435,14 @@ def test_env_mappings_under_transaction_isolation(postgres_server, project, pyte
                                  'isolation="transaction"*'])
 
 
-def test_killed_session_leaves_no_local_server_behind(project, pytester, tmp_path):
+def test_killed_session_leaves_no_local_server_behind(holder):
     """kill -9 of pytest leaves its local PostgreSQL running (it has its own session);
     the next session stops it and removes its files, and leaves a live one alone."""
     _need(_local_ok(), "PostgreSQL binaries")
     from depfakes.backends.local import local_servers
 
-    marker = tmp_path / "started"
-    project(
-        f"""
-        import pathlib, time
-        import pytest
-
-        @pytest.mark.deps("postgres")
-        def test_hold(deps):
-            pathlib.Path({str(marker)!r}).write_text(deps.postgres.dsn)
-            time.sleep(120)
-        """,
-        name="test_hold",
-    )
-
     def start_holder() -> subprocess.Popen[bytes]:
-        marker.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                                 "--deps-backend", "postgres=local", "test_hold.py"],
-                                cwd=pytester.path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "holder exited before its server was up"
-            assert time.monotonic() < deadline, "holder never started"
-            time.sleep(0.1)
-        return proc
+        return holder("local")
 
     def servers_of(pid: int) -> list[dict]:
         return [s for s in local_servers() if s["owner_pid"] == pid]

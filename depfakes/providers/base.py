@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from depfakes.config import Setting, Settings
-from depfakes.errors import MissingExtra
+from depfakes.errors import DepfakesError, MissingExtra
 
 _MISSING: Any = object()
 
@@ -67,6 +67,20 @@ class StartContext:
     # A directory for this provider's files for the session (sockets, data dirs, logs).
     workdir: Path
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def run_init_target(ini_name: str, target: str | None, argument: Any) -> None:
+    """Call the ``module:callable`` an ini init setting names (e.g. depfakes_postgres_init)."""
+    if not target:
+        return
+    module, _, attr = target.partition(":")
+    if not attr:
+        raise MissingInitTarget(f"{ini_name} = {target!r}: expected 'module:callable'")
+    importlib.import_module(module).__dict__[attr](argument)
+
+
+class MissingInitTarget(DepfakesError, ValueError):
+    """An ini init setting that is not 'module:callable'."""
 
 
 class Unavailable(Exception):

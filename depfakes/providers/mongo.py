@@ -10,7 +10,6 @@ test's database gets a copy of its collections (documents copied server-side wit
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import queue
 import re
@@ -30,7 +29,7 @@ from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
-from depfakes.providers.base import Option, Provider, StartContext
+from depfakes.providers.base import Option, Provider, StartContext, run_init_target
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient, MongoClient
@@ -245,13 +244,7 @@ class MongoProvider(Provider):
         name = f"dft_{self._session[:12]}_tpl"
         db = self._client[name]
         ctx.config.hook.pytest_depfakes_mongo_init(db=db)
-        target = ctx.settings.get("mongo_init")
-        if target:
-            module, _, attr = target.partition(":")
-            if not attr:
-                raise DepfakesError(f"depfakes_mongo_init = {target!r}: expected "
-                                    "'module:callable'")
-            importlib.import_module(module).__dict__[attr](db)
+        run_init_target("depfakes_mongo_init", ctx.settings.get("mongo_init"), db)
         collections = []
         for info in db.list_collections():
             if info.get("type", "collection") != "collection":

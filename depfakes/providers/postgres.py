@@ -43,7 +43,7 @@ from depfakes.backends import local as local_backend
 from depfakes.backends.url import server_from_url
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
-from depfakes.providers.base import Option, Provider, StartContext
+from depfakes.providers.base import Option, Provider, StartContext, run_init_target
 
 if TYPE_CHECKING:
     import psycopg
@@ -480,13 +480,7 @@ class PostgresProvider(Provider):
 
     def _run_init(self, ctx: StartContext, dsn: str) -> None:
         ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn)
-        target = ctx.settings.get("postgres_init")
-        if target:
-            module, _, attr = target.partition(":")
-            if not attr:
-                raise DepfakesError(f"depfakes_postgres_init = {target!r}: expected "
-                                    "'module:callable'")
-            importlib.import_module(module).__dict__[attr](dsn)
+        run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)
 
     def _transaction_database(self) -> tuple[sqlalchemy.Engine, str]:
         with self._txn_lock:
