@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 example: install
 	$(PY) -m pytest examples
 
-# The project's own tests.
+# The project's own tests: most in parallel, then those that share host-wide state
+# (the Docker engine, `depfakes down --all`) one after another.
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 -m "not serial"
+	$(PY) -m pytest -m serial
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -329,7 +329,7 @@ def test_every_client_is_refused_at_the_socket(project, pytester, monkeypatch):
     pytester.runpytest_subprocess().assert_outcomes(passed=5)
 
 
-@pytest.mark.xdist_group("docker")  # counts on the shared engine, like test_postgres
+@pytest.mark.serial  # counts on the shared engine, like test_postgres
 def test_moto_and_real_servers_keep_working_beside_http(project, pytester, monkeypatch):
     """s3 (moto in-process and its loopback server) and postgres (a container reached on
     127.0.0.1, Docker through its Unix socket) are untouched by the policy and never

@@ -109,7 +109,7 @@ def test_project_rules_scrub_more(project, pytester, monkeypatch):
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.xdist_group("docker")  # `down --all` would stop other tests' servers
+@pytest.mark.serial  # `down --all` would stop other tests' servers
 def test_ps_and_down_for_killed_and_live_sessions(holder, tmp_path):
     import signal
 

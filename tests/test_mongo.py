@@ -16,7 +16,7 @@ import pytest
 
 from depfakes.providers.mongo import database_name, url_with_database
 
-pytestmark = pytest.mark.xdist_group("docker")
+pytestmark = pytest.mark.serial
 
 USES_MONGO = """
     import pytest

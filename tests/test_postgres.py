@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 IMAGE = os.environ.get("DEPFAKES_POSTGRES_IMAGE")
-# One xdist worker runs these one after another: they count containers on a shared engine.
-pytestmark = pytest.mark.xdist_group("docker")
+# Run one after another (make test: -m serial): they count containers on a shared engine.
+pytestmark = pytest.mark.serial
 
 
 def _docker_ok() -> bool:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("docker")
+pytestmark = pytest.mark.serial
 IMAGE = os.environ.get("DEPFAKES_REDIS_IMAGE")
 
 SUITE = """
@@ -74,7 +75,7 @@ def test_the_examples_redis_tests_on_a_real_redis(pytester):
     _need_docker()
     examples = Path(__file__).resolve().parents[1] / "examples"
     result = pytester.run(
-        "python", "-m", "pytest", str(examples), "-m", "redis and not postgres",
+        sys.executable, "-m", "pytest", str(examples), "-m", "redis and not postgres",
         "--deps-backend", "redis=docker", "-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, deselected=9)
 
