@@ -509,3 +509,13 @@ def test_reuse_adopts_the_server_and_keeps_the_template(project, pytester, tmp_p
         subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--all"],
                        capture_output=True, check=True)
     assert reused_containers() == []
+
+
+def test_docker_backend_needs_no_ryuk(project, pytester, monkeypatch):
+    """No Ryuk image can be pulled here (as behind strict registries): depfakes starts its
+    containers without the reaper and removes them itself."""
+    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    monkeypatch.delenv("TESTCONTAINERS_RYUK_DISABLED", raising=False)
+    project(USES_POSTGRES)
+    pytester.runpytest_subprocess("--deps-backend", "postgres=docker").assert_outcomes(passed=1)
+    assert _depfakes_containers() == []

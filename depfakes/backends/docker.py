@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +120,8 @@ def start_container(spec: ContainerSpec) -> Server:
         labels[LABEL_REUSE] = spec.reuse_key
     container.with_kwargs(labels=labels)
     try:
-        container.start()
+        with _without_ryuk():
+            container.start()
         host_port = _published_port(container.get_wrapped_container(), spec.port)
         _wait_ready(container, spec, host_port)
     except BaseException:
@@ -134,6 +135,25 @@ def start_container(spec: ContainerSpec) -> Server:
         stop=(lambda: None) if spec.reuse_key else (lambda: _remove(container)),
         logs=lambda: _logs(container),
     )
+
+
+@contextlib.contextmanager
+def _without_ryuk() -> Iterator[None]:
+    """Start without testcontainers' Ryuk reaper: depfakes removes its containers itself
+    (at session end, and by label after a killed session), and Ryuk's image must come from
+    a registry that strict networks do not reach."""
+    from testcontainers.core.config import testcontainers_config
+
+    with _RYUK_LOCK:
+        before = testcontainers_config.ryuk_disabled
+        testcontainers_config.ryuk_disabled = True
+        try:
+            yield
+        finally:
+            testcontainers_config.ryuk_disabled = before
+
+
+_RYUK_LOCK = threading.Lock()
 
 
 def _adopt(client: Any, spec: ContainerSpec) -> Server | None:
