@@ -7,6 +7,7 @@ The plugin registers these. Teams that import fixtures explicitly can instead wr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -52,16 +53,14 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     # `deps`; autouse also puts them in place before the test's other fixtures run.
     spec = request.node.stash.get(SPEC_KEY, EMPTY_SPEC)
     settings = session_state(request.config).runtime.settings
-    if "http" not in spec.versions and settings.get("block_network"):
-        # The 'http' provider applies the policy itself, with its cassette's exceptions.
-        with restricted("depfakes_block_network is on", settings.get("allow_hosts")):
-            if spec:
-                request.getfixturevalue("deps")
-            yield
-        return
-    if spec:
-        request.getfixturevalue("deps")
-    yield
+    # The 'http' provider applies the network policy itself, with its cassette's exceptions.
+    policy = (restricted("depfakes_block_network is on", settings.get("allow_hosts"))
+              if "http" not in spec.versions and settings.get("block_network")
+              else contextlib.nullcontext())
+    with policy:
+        if spec:
+            request.getfixturevalue("deps")
+        yield
 
 
 @pytest.fixture(name="mongo")

@@ -54,6 +54,7 @@ class HttpHandle:
         self.record_mode = record_mode
         self.cassette = None
         self.server_used = False
+        self._assert_all_called = False
         self._exits = ExitStack()
 
     @property
@@ -140,7 +141,6 @@ class HttpProvider(Provider):
         self._router_class = _router_class()
         self._server: HTTPServer | None = None
         self._lock = threading.Lock()
-        self._checks: dict[int, bool] = {}
         self._record_mode = ctx.settings.get("record_mode")
         self._allow_hosts = ctx.settings.get("allow_hosts")
         self._cassette_root = Path(ctx.config.rootpath) / ctx.settings.get("cassette_dir")
@@ -175,12 +175,12 @@ class HttpProvider(Provider):
         except BaseException:
             handle._exits.close()
             raise
-        self._checks[id(router)] = options["assert_all_called"]
+        handle._assert_all_called = options["assert_all_called"]
         return handle
 
     def verify(self, handle: HttpHandle) -> None:
         uncalled = [route for route in handle.mock.routes if not route.called]
-        if self._checks.get(id(handle.mock)) and uncalled:
+        if handle._assert_all_called and uncalled:
             pytest.fail(f"depfakes http: {len(uncalled)} route(s) of deps.http.mock never called "
                         "(assert_all_called=True):\n" + "\n".join(f"  {r!r}" for r in uncalled),
                         pytrace=False)
@@ -191,7 +191,6 @@ class HttpProvider(Provider):
                             pytrace=False)
 
     def release(self, handle: HttpHandle) -> None:
-        self._checks.pop(id(handle.mock), None)
         self._current = None
         try:
             handle._exits.close()  # saves what was recorded, lifts the policy, stops respx

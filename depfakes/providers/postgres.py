@@ -323,26 +323,23 @@ class PostgresProvider(Provider):
             raise
         self._txn: tuple[sqlalchemy.Engine, str] | None = None
         self._txn_lock = threading.Lock()
-        self._active: dict[int, Any] = {}
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> PostgresHandle:
         if options["isolation"] == "transaction":
             engine, dbname = self._transaction_database()
             connection = engine.connect()
-            transaction = connection.begin()
-            handle = PostgresHandle(self._creds, dbname, "transaction", connection)
-            self._active[id(handle)] = transaction
-            return handle
+            connection.begin()  # the outer transaction, rolled back in release()
+            return PostgresHandle(self._creds, dbname, "transaction", connection)
         return PostgresHandle(self._creds, self._pool.take(), "database")
 
     def release(self, handle: PostgresHandle) -> None:
         try:
             handle.close()
         finally:
-            transaction = self._active.pop(id(handle), None)
-            if transaction is not None:
-                connection = handle.connection
-                if transaction.is_active:
+            connection = handle._txn_connection
+            if connection is not None:
+                transaction = connection.get_transaction()
+                if transaction is not None and transaction.is_active:
                     transaction.rollback()
                 connection.close()
             else:

@@ -43,6 +43,8 @@ class S3Handle:
     def __init__(self, provider: S3Provider, region: str) -> None:
         self._provider = provider
         self.region = region
+        # What release() undoes (set by acquire): moto's mock, the hidden credentials.
+        self._undo: tuple[Any, pytest.MonkeyPatch]
 
     @property
     def session(self) -> boto3.Session:
@@ -141,7 +143,6 @@ class S3Provider(Provider):
         self._server: Any = None
         self._lock = threading.Lock()
         self._no_config = str(Path(ctx.workdir) / "no-aws-config")
-        self._active: dict[int, tuple[Any, pytest.MonkeyPatch]] = {}
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> S3Handle:
         region = options["region"]
@@ -154,11 +155,11 @@ class S3Provider(Provider):
             env.undo()
             raise
         handle = S3Handle(self, region)
-        self._active[id(handle)] = (mock, env)
+        handle._undo = (mock, env)
         return handle
 
     def release(self, handle: S3Handle) -> None:
-        mock, env = self._active.pop(id(handle))
+        mock, env = handle._undo
         try:
             mock.stop()
         finally:
