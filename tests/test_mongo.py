@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -273,3 +274,19 @@ def test_real_mongo_suite(project, pytester):
         client: MongoClient = MongoClient(url)
         assert [n for n in client.list_database_names() if n.startswith("dft_")] == []
         client.close()
+
+
+def test_doctor_reports_a_mongod_that_cannot_say_its_version(pytester, monkeypatch):
+    directory = Path(tempfile.mkdtemp(prefix="depfakes-odd-mongod-"))
+    script = directory / "mongod"
+    script.write_text("#!/bin/sh\necho 'hello'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    pytester.makepyfile(test_nothing="def test_it(): pass")
+    try:
+        result = subprocess.run([sys.executable, "-m", "depfakes.cli", "doctor"],
+                                cwd=pytester.path, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr  # mongo is not declared
+    assert f"    local       no   {script} --version did not say its version" in result.stdout

@@ -129,8 +129,12 @@ class MongoProvider(Provider):
                 found["url"] = (False, f"does not answer: {str(exc).splitlines()[0]}")
         found["docker"] = docker_backend.diagnose_image(settings.get("mongo_image"))
         mongod = local_backend.find_binary("mongod")
-        found["local"] = ((True, f"{mongod} (version {_binary_version(str(mongod))})")
-                          if mongod else (False, "no mongod on PATH; install the MongoDB server"))
+        try:
+            if mongod is None:
+                raise BackendUnavailable("no mongod on PATH; install the MongoDB server")
+            found["local"] = (True, f"{mongod} (version {_binary_version(str(mongod))})")
+        except BackendUnavailable as exc:  # e.g. a mongod that cannot say its version
+            found["local"] = (False, str(exc))
         return found
 
     def start(self, ctx: StartContext) -> None:
