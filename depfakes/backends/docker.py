@@ -241,14 +241,18 @@ def _wait_ready(container: Any, spec: ContainerSpec, host_port: int) -> None:
 
 
 def _logs_of(wrapped: Any) -> Callable[[], str]:
-    return lambda: str(wrapped.logs(tail=50).decode(errors="replace"))
+    """The last log lines of a docker-py container, or why they cannot be had."""
+    def logs() -> str:
+        try:
+            return str(wrapped.logs(tail=50).decode(errors="replace"))
+        except Exception as exc:
+            return f"(logs unavailable: {_short(exc)})"
+
+    return logs
 
 
 def _logs(container: Any) -> str:
-    try:
-        return str(container.get_wrapped_container().logs(tail=50).decode(errors="replace"))
-    except Exception as exc:
-        return f"(logs unavailable: {_short(exc)})"
+    return _logs_of(container.get_wrapped_container())()
 
 
 def _remove(container: Any) -> None:
