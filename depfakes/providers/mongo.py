@@ -26,7 +26,7 @@ import pytest
 from depfakes.backends import BackendUnavailable, Server, fingerprint, select_backend
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
-from depfakes.backends.url import server_from_url
+from depfakes.backends.url import diagnose_url, require_url, server_from_url
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext, run_init_target
@@ -117,16 +117,8 @@ class MongoProvider(Provider):
 
     @classmethod
     def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
-        found: dict[str, tuple[bool, str]] = {}
-        url = settings.get("mongo_url")
-        if not url:
-            found["url"] = (False, "set DEPFAKES_MONGO_URL to use an existing server")
-        else:
-            try:
-                _ping(url, timeout_ms=3000)
-                found["url"] = (True, f"{server_from_url(url, 27017).description} answers")
-            except Exception as exc:
-                found["url"] = (False, f"does not answer: {str(exc).splitlines()[0]}")
+        found = {"url": diagnose_url(settings.get("mongo_url"), "DEPFAKES_MONGO_URL", 27017,
+                                     lambda url: _ping(url, timeout_ms=3000))}
         found["docker"] = docker_backend.diagnose_image(settings.get("mongo_image"))
         mongod = local_backend.find_binary("mongod")
         try:
@@ -182,9 +174,7 @@ class MongoProvider(Provider):
     # --- backends -----------------------------------------------------------------------
 
     def _start_url(self, ctx: StartContext) -> tuple[Server, str]:
-        url = ctx.settings.get("mongo_url")
-        if not url:
-            raise BackendUnavailable("set DEPFAKES_MONGO_URL to use an existing server")
+        url = require_url(ctx.settings.get("mongo_url"), "DEPFAKES_MONGO_URL")
         server = server_from_url(url, 27017)
         try:
             _ping(url, timeout_ms=3000)

@@ -40,7 +40,7 @@ from depfakes.backends import (
 )
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
-from depfakes.backends.url import server_from_url
+from depfakes.backends.url import diagnose_url, require_url, server_from_url
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext, run_init_target
@@ -287,20 +287,13 @@ class PostgresProvider(Provider):
 
     @classmethod
     def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
-        found: dict[str, tuple[bool, str]] = {}
-        url = settings.get("postgres_url")
-        if not url:
-            found["url"] = (False, "set DEPFAKES_POSTGRES_URL to use an existing server")
-        else:
-            server = server_from_url(url, 5432)
-            try:
-                import psycopg
+        def probe(url: str) -> None:
+            import psycopg
 
-                psycopg.connect(url, connect_timeout=3).close()
-                found["url"] = (True, f"{server.description} answers")
-            except Exception as exc:
-                found["url"] = (False, f"{server.description} does not answer: "
-                                f"{str(exc).splitlines()[0]}")
+            psycopg.connect(url, connect_timeout=3).close()
+
+        found = {"url": diagnose_url(settings.get("postgres_url"), "DEPFAKES_POSTGRES_URL",
+                                     5432, probe)}
         found["docker"] = docker_backend.diagnose_image(settings.get("postgres_image"))
         try:
             bindir = _find_bindir(None)
@@ -366,9 +359,7 @@ class PostgresProvider(Provider):
         })
 
     def _start_url(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        url = ctx.settings.get("postgres_url")
-        if not url:
-            raise BackendUnavailable("set DEPFAKES_POSTGRES_URL to use an existing server")
+        url = require_url(ctx.settings.get("postgres_url"), "DEPFAKES_POSTGRES_URL")
         from urllib.parse import unquote, urlsplit
 
         server = server_from_url(url, 5432)
