@@ -6,10 +6,12 @@ Everything else lives in its own module; this file only wires it into pytest.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
 from depfakes import registry
+from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
 from depfakes.deps import parse_env_lines, verify
 from depfakes.errors import DepfakesError, MarkerError, MissingExtra
@@ -57,7 +59,19 @@ def pytest_configure(config: pytest.Config) -> None:
         parse_env_lines(env_lines)
     except (SettingError, ValueError, DepfakesError) as exc:
         raise pytest.UsageError(f"depfakes: {exc}") from None
-    config.stash[STATE_KEY] = SessionState(Runtime(config, settings), env_lines)
+    workerinput = getattr(config, "workerinput", {})  # set on pytest-xdist workers
+    shared = (SharedRun.from_workerinput(workerinput[WORKERINPUT_KEY])
+              if WORKERINPUT_KEY in workerinput else None)
+    config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    # pytest-xdist's controller, for each worker it starts: share one server per dependency.
+    state = session_state(node.config)
+    if state.shared_run is None:
+        state.shared_run = SharedRun.create()
+    node.workerinput[WORKERINPUT_KEY] = state.shared_run.to_workerinput()
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -135,6 +149,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.runtime.stop()
+        if state.shared_run is not None:  # the xdist controller, after its workers
+            state.shared_run.stop_all()
 
 
 def _start(config: pytest.Config, versions: object) -> None:

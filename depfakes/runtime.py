@@ -5,6 +5,8 @@ timings the terminal summary reports.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from depfakes import registry
+from depfakes.backends.shared import SharedRun
 from depfakes.config import Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Provider, StartContext, Unavailable
@@ -47,9 +50,11 @@ class ProviderStats:
 
 
 class Runtime:
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings,
+                 shared: SharedRun | None = None) -> None:
         self.config = config
         self.settings = settings
+        self.shared = shared
         self.stats: dict[Key, ProviderStats] = {}
         self._starts: dict[Key, Future[Provider]] = {}
         # Where a start failed first, so later tests point there instead of repeating it.
@@ -117,7 +122,9 @@ class Runtime:
             except Exception as exc:  # one provider's failure must not leak the others
                 warnings.warn(f"depfakes: stopping {key_label(key)} failed: {exc!r}",
                               stacklevel=1)
-        if self._workdir is not None:
+        if self._workdir is not None and self.shared is None:
+            # A shared run's files may hold a server other workers use: the controller
+            # removes them after the last worker.
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _start(self, key: Key) -> Provider:
@@ -126,15 +133,22 @@ class Runtime:
         cls.check_installed()
         provider = cls()
         began = time.perf_counter()
-        provider.start(StartContext(name=name, version=version, settings=self.settings,
-                                    config=self.config, workdir=self._provider_dir(key)))
+        # Under xdist one worker at a time starts a dependency: the first starts the
+        # server, the others wait and adopt it.
+        lock = self.shared.lock(key_label(key)) if self.shared else contextlib.nullcontext()
+        with lock:
+            provider.start(StartContext(name=name, version=version, settings=self.settings,
+                                        config=self.config, workdir=self._provider_dir(key),
+                                        shared=self.shared))
         self.stats[key].start_seconds = time.perf_counter() - began
         return provider
 
     def _provider_dir(self, key: Key) -> Path:
         with self._lock:
             if self._workdir is None:
-                self._workdir = Path(tempfile.mkdtemp(prefix="depfakes-"))
+                self._workdir = Path(tempfile.mkdtemp(
+                    prefix=f"depfakes-{os.getpid()}-",
+                    dir=self.shared.directory if self.shared else None))
                 # Servers may run as an unprivileged user that must reach their subdirectory.
                 self._workdir.chmod(0o755)
         path = self._workdir / key_label(key).replace(":", "-")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from depfakes.backends.shared import SharedRun
     from depfakes.deps import Deps
     from depfakes.marker import DepsSpec
     from depfakes.runtime import Runtime
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 class SessionState:
     runtime: Runtime
     env_lines: list[str] = field(default_factory=list)
+    # On a pytest-xdist controller: the servers its workers share, stopped at its end.
+    shared_run: SharedRun | None = None
 
 
 STATE_KEY = pytest.StashKey[SessionState]()

@@ -7,12 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 BACKENDS = ("url", "docker", "local")
 T = TypeVar("T")
+
+# This process's session: names its own databases (clones) and, unless it is a
+# pytest-xdist worker, labels the servers it starts.
+SESSION_ID = uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Owner:
+    """Whose servers these are: the session and process their labels name. A later
+    session removes them once that process is gone. An xdist worker's servers belong to
+    its controller, which outlives every worker (see backends.shared)."""
+
+    session: str
+    pid: int
+
+
+OWNER = Owner(SESSION_ID, os.getpid())
 
 
 @dataclass
@@ -25,6 +43,11 @@ class Server:
     description: str
     stop: Callable[[], None] = field(default=lambda: None)
     logs: Callable[[], str] = field(default=lambda: "")
+    # What another process needs to stop it (container id, or server pid and files);
+    # empty for servers nobody may stop (an existing URL, a server kept for reuse).
+    record: dict[str, Any] = field(default_factory=dict)
+    # Started by another xdist worker of this run: never stopped by this process.
+    shared: bool = False
 
 
 class BackendUnavailable(Exception):

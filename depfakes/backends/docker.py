@@ -8,16 +8,14 @@ its process and host, so that a later session can remove what a killed one left 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from depfakes.backends import BackendUnavailable, Server, last_lines, pid_alive
+from depfakes.backends import OWNER, BackendUnavailable, Server, last_lines, pid_alive
 
 LABEL_PREFIX = "io.depfakes"
 LABEL_SESSION = f"{LABEL_PREFIX}.session"
@@ -25,7 +23,6 @@ LABEL_PID = f"{LABEL_PREFIX}.pid"
 LABEL_HOST = f"{LABEL_PREFIX}.host"
 LABEL_CONFIG = f"{LABEL_PREFIX}.config"
 LABEL_REUSE = f"{LABEL_PREFIX}.reuse"
-SESSION_ID = uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -134,6 +131,7 @@ def start_container(spec: ContainerSpec) -> Server:
                     f"{', kept for reuse' if spec.reuse_key else ''})",
         stop=(lambda: None) if spec.reuse_key else (lambda: _remove(container)),
         logs=lambda: _logs(container),
+        record={} if spec.reuse_key else {"container": wrapped.id},
     )
 
 
@@ -196,7 +194,7 @@ def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
 
 
 def session_labels(config_hash: str = "") -> dict[str, str]:
-    return {LABEL_SESSION: SESSION_ID, LABEL_PID: str(os.getpid()),
+    return {LABEL_SESSION: OWNER.session, LABEL_PID: str(OWNER.pid),
             LABEL_HOST: socket.gethostname(), LABEL_CONFIG: config_hash}
 
 
@@ -255,13 +253,32 @@ def _logs(container: Any) -> str:
     return _logs_of(container.get_wrapped_container())()
 
 
-def _remove(container: Any) -> None:
-    """Remove the container, retrying: a container that is still exiting can refuse once."""
+def remove_container(container_id: str) -> None:
+    """Remove a container this or another process of the session started."""
     docker = import_docker()
 
+    client = docker_client()
+    try:
+        _remove_wrapped(client.containers.get(container_id))
+    except docker.errors.NotFound:
+        pass
+    finally:
+        client.close()
+
+
+def _remove(container: Any) -> None:
     wrapped = getattr(container, "_container", None)
     if wrapped is None:
         return
+    _remove_wrapped(wrapped)
+    with contextlib.suppress(Exception):
+        container.get_docker_client().client.close()
+
+
+def _remove_wrapped(wrapped: Any) -> None:
+    """Remove the container, retrying: a container that is still exiting can refuse once."""
+    docker = import_docker()
+
     for _ in range(20):
         try:
             wrapped.remove(force=True, v=True)
@@ -271,8 +288,6 @@ def _remove(container: Any) -> None:
             time.sleep(0.25)
             continue
         _wait_gone(wrapped)
-        with contextlib.suppress(Exception):
-            container.get_docker_client().client.close()
         return
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from depfakes.backends import BackendUnavailable, Server, last_lines, pid_alive
+from depfakes.backends import OWNER, BackendUnavailable, Server, last_lines, pid_alive
 
 _UNPRIVILEGED = ("postgres", "mongodb", "nobody")
 
@@ -97,7 +97,9 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
     while True:
         with contextlib.suppress(Exception):
             if ready("127.0.0.1", port):
-                return Server("local", "127.0.0.1", port, description, stop=stop, logs=logs)
+                return Server("local", "127.0.0.1", port, description, stop=stop, logs=logs,
+                              record={"server_pid": process.pid, "workdir": str(workdir),
+                                      "entry": str(entry)})
         if process.poll() is not None:
             entry.unlink(missing_ok=True)
             raise RuntimeError(f"{description} exited with code {process.returncode} before it "
@@ -117,9 +119,9 @@ def registry_dir() -> Path:
 def _register(server_pid: int, workdir: Path, description: str) -> Path:
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    entry = directory / f"{os.getpid()}-{server_pid}.json"
+    entry = directory / f"{OWNER.pid}-{server_pid}.json"
     entry.write_text(json.dumps({
-        "owner_pid": os.getpid(), "server_pid": server_pid, "workdir": str(workdir),
+        "owner_pid": OWNER.pid, "server_pid": server_pid, "workdir": str(workdir),
         "description": description, "host": socket.gethostname(),
     }))
     return entry
@@ -153,6 +155,12 @@ def sweep_dead_local_servers(include_live: bool = False) -> list[str]:
         server["entry"].unlink(missing_ok=True)
         swept.append(str(server["description"]))
     return swept
+
+
+def stop_recorded(server_pid: int, workdir: str, entry: str) -> None:
+    """Stop a server another process of this session started (see Server.record)."""
+    _kill_group(server_pid, workdir)
+    Path(entry).unlink(missing_ok=True)
 
 
 def _kill_group(pid: int, workdir: str) -> None:

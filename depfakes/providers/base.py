@@ -11,15 +11,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError, MissingExtra
+
+if TYPE_CHECKING:
+    from depfakes.backends import Server
+    from depfakes.backends.shared import SharedRun
 
 _MISSING: Any = object()
 
@@ -67,6 +71,16 @@ class StartContext:
     # A directory for this provider's files for the session (sockets, data dirs, logs).
     workdir: Path
     extras: dict[str, Any] = field(default_factory=dict)
+    # Under pytest-xdist: the run's servers, shared by its workers.
+    shared: SharedRun | None = None
+
+    def server(self, name: str, start: Callable[[], Server]) -> Server:
+        """Start a server with ``start``, or under pytest-xdist adopt the one another
+        worker started for the same ``name`` (say, the image). ``start()`` itself runs once
+        per run, and the server is stopped after the last worker (Server.shared is True)."""
+        if self.shared is None:
+            return start()
+        return self.shared.server(name, start)
 
 
 def run_init_target(ini_name: str, target: str | None, argument: Any) -> None:

@@ -18,12 +18,19 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from depfakes.backends import BackendUnavailable, Server, fingerprint, select_backend
+from depfakes.backends import (
+    SESSION_ID,
+    BackendUnavailable,
+    Server,
+    fingerprint,
+    select_backend,
+)
 from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
 from depfakes.backends.url import diagnose_url, require_url, server_from_url
@@ -140,7 +147,7 @@ class MongoProvider(Provider):
             })
         self.description = self._server.description
         self._client: MongoClient[Any] = MongoClient(self._server_url)
-        self._session = docker_backend.SESSION_ID
+        self._session = SESSION_ID
         self._numbers = itertools.count(1)
         self._drops: queue.Queue[str | None] = queue.Queue()
         self._dropper = threading.Thread(target=self._drop_loop, name="depfakes-mongo-drop",
@@ -195,7 +202,7 @@ class MongoProvider(Provider):
             timeout=ctx.settings.get("start_timeout"),
             config_hash=fingerprint(image, "mongo"),
         )
-        server = docker_backend.start_container(spec)
+        server = ctx.server(f"mongo docker {image}", lambda: docker_backend.start_container(spec))
         return server, f"mongodb://{server.host}:{server.port}/"
 
     def _start_local(self, ctx: StartContext) -> tuple[Server, str]:
@@ -205,22 +212,9 @@ class MongoProvider(Provider):
                                      "Docker or DEPFAKES_MONGO_URL")
         version = _binary_version(str(mongod))
         self._check_version(version, ctx.version, f"{mongod} (version {version})")
-        user = local_backend.run_as()
-        dbpath = ctx.workdir / "db"
-        dbpath.mkdir()
-        local_backend.give_to(ctx.workdir, user)
-        port = local_backend.free_port()
-        command = [str(mongod), "--dbpath", str(dbpath), "--port", str(port),
-                   "--bind_ip", "127.0.0.1", "--setParameter",
-                   "diagnosticDataCollectionEnabled=false"]
-        if _older_than(version, (6, 1)):
-            command.append("--nojournal")
-        server = local_backend.spawn_server(
-            command, workdir=ctx.workdir, user=user, port=port,
-            ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
-            timeout=ctx.settings.get("start_timeout"),
-            description=f"local {mongod} (port {port})")
-        return server, f"mongodb://127.0.0.1:{port}/"
+        server = ctx.server(f"mongo local {mongod}",
+                            lambda: _spawn_local(ctx, mongod, version))
+        return server, f"mongodb://{server.host}:{server.port}/"
 
     @staticmethod
     def _check_version(found: str, pinned: str | None, where: str) -> None:
@@ -285,6 +279,24 @@ def _ping(url: str, timeout_ms: int) -> bool:
     finally:
         client.close()
     return True
+
+
+def _spawn_local(ctx: StartContext, mongod: Path, version: str) -> Server:
+    user = local_backend.run_as()
+    dbpath = ctx.workdir / "db"
+    dbpath.mkdir()
+    local_backend.give_to(ctx.workdir, user)
+    port = local_backend.free_port()
+    command = [str(mongod), "--dbpath", str(dbpath), "--port", str(port),
+               "--bind_ip", "127.0.0.1", "--setParameter",
+               "diagnosticDataCollectionEnabled=false"]
+    if _older_than(version, (6, 1)):
+        command.append("--nojournal")
+    return local_backend.spawn_server(
+        command, workdir=ctx.workdir, user=user, port=port,
+        ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
+        timeout=ctx.settings.get("start_timeout"),
+        description=f"local {mongod} (port {port})")
 
 
 def _server_version(url: str) -> str:

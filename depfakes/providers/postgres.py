@@ -32,6 +32,8 @@ from urllib.parse import quote
 import pytest
 
 from depfakes.backends import (
+    OWNER,
+    SESSION_ID,
     BackendUnavailable,
     Server,
     fingerprint,
@@ -344,7 +346,7 @@ class PostgresProvider(Provider):
                 self._txn[0].dispose()
                 self._pool.drop_later(self._txn[1])
             self._pool.close()
-            if not self._reuse:  # a reused server keeps its template for the next session
+            if not self._keep_template:  # the next session or other workers clone it
                 self._drop_template()
         finally:
             self._server.stop()
@@ -393,28 +395,18 @@ class PostgresProvider(Provider):
             reuse_key=fingerprint(str(ctx.config.rootpath), "postgres", image, *FAST_SETTINGS)
             if ctx.settings.get("reuse") else None,
         )
-        server = docker_backend.start_container(spec)
+        server = ctx.server(f"postgres docker {image}",
+                            lambda: docker_backend.start_container(spec))
         return server, Credentials(server.host, server.port, creds.user, creds.password)
 
     def _start_local(self, ctx: StartContext) -> tuple[Server, Credentials]:
         bindir = _find_bindir(ctx.version)
         user = local_backend.run_as()
         _check_runnable(bindir, user)
-        data = ctx.workdir / "data"
-        shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
-        local_backend.give_to(ctx.workdir, user)
-        port = local_backend.free_port()
-        creds = Credentials("127.0.0.1", port, "postgres", None)
         self._admin_db = "postgres"
-        command = [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                   "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
-                   *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
-        server = local_backend.spawn_server(
-            command, workdir=ctx.workdir, user=user, port=port,
-            ready=lambda host, port: _ready(creds, "postgres"),
-            timeout=ctx.settings.get("start_timeout"),
-            description=f"local {bindir / 'postgres'} (port {port})")
-        return server, creds
+        server = ctx.server(f"postgres local {bindir}",
+                            lambda: _spawn_local(ctx, bindir, user))
+        return server, Credentials(server.host, server.port, "postgres", None)
 
     # --- databases ----------------------------------------------------------------------
 
@@ -423,11 +415,16 @@ class PostgresProvider(Provider):
 
         # The pid in clone names tells a later session (on a reused or shared server)
         # which clones belong to sessions that are gone.
-        prefix = f"depfakes_{docker_backend.SESSION_ID}_{os.getpid()}"
+        prefix = f"depfakes_{SESSION_ID}_{os.getpid()}"
         self._reuse = bool(ctx.settings.get("reuse"))
-        # A kept template is named by what built it, so a changed init rebuilds it.
-        self._template = (f"depfakes_tpl_{self._init_fingerprint(ctx)}" if self._reuse
-                          else f"{prefix}_tpl")
+        # Other sessions (reuse) or other xdist workers (shared) use the template too.
+        self._keep_template = self._reuse or self._server.shared
+        if self._reuse:  # named by what built it, so a changed init rebuilds it
+            self._template = f"depfakes_tpl_{self._init_fingerprint(ctx)}"
+        elif self._server.shared:
+            self._template = f"depfakes_{OWNER.session}_{OWNER.pid}_tpl"
+        else:
+            self._template = f"{prefix}_tpl"
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
             version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
             if ctx.version and int(ctx.version.split(".")[0]) != version // 10000:
@@ -436,11 +433,12 @@ class PostgresProvider(Provider):
                     f"PostgreSQL {version // 10000}; change the pin or the server")
             _drop_clones_of_dead_sessions(admin)
             strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
-            if self._reuse and admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                             (self._template,)).fetchone():
+            if self._keep_template and _template_state(admin, self._template) == "ready":
                 self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix,
                                        strategy)
                 return
+            # A half-built one (its builder was killed during init) is built again.
+            admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{self._template}"')
         self._run_init(ctx, self._creds.url(self._template))
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
@@ -489,6 +487,21 @@ class PostgresProvider(Provider):
             admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
 
 
+def _spawn_local(ctx: StartContext, bindir: Path, user: Any) -> Server:
+    data = ctx.workdir / "data"
+    shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
+    local_backend.give_to(ctx.workdir, user)
+    port = local_backend.free_port()
+    command = [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+               "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
+               *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
+    return local_backend.spawn_server(
+        command, workdir=ctx.workdir, user=user, port=port,
+        ready=lambda host, port: _ready(Credentials(host, port, "postgres", None), "postgres"),
+        timeout=ctx.settings.get("start_timeout"),
+        description=f"local {bindir / 'postgres'} (port {port})")
+
+
 def _drop_clones_of_dead_sessions(admin: psycopg.Connection[Any]) -> None:
     rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes\\_%'")
     for (name,) in rows.fetchall():
@@ -499,13 +512,19 @@ def _drop_clones_of_dead_sessions(admin: psycopg.Connection[Any]) -> None:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _template_state(admin: psycopg.Connection[Any], name: str) -> str:
+    """"ready" (marked as template, so its init finished), "partial" or "missing"."""
+    row = admin.execute("SELECT datistemplate FROM pg_database WHERE datname = %s",
+                        (name,)).fetchone()
+    return "missing" if row is None else "ready" if row[0] else "partial"
+
+
 def _ready(creds: Credentials, dbname: str) -> bool:
     import psycopg
 
     with psycopg.connect(creds.url(dbname), connect_timeout=2) as connection:
         connection.execute("SELECT 1")
     return True
-
 
 
 
