@@ -150,6 +150,13 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=False,
     ),
     Setting(
+        "report",
+        "List what each test's dependencies cost (wait for the server, setup, teardown) in "
+        "the terminal summary; the slowest setups are always named.",
+        type="bool",
+        default=False,
+    ),
+    Setting(
         "block_network",
         "Apply the network policy of 'http' tests to every test: only loopback, Unix "
         "sockets and allowed hosts.",

@@ -75,22 +75,23 @@ def open_deps(item: pytest.Item, spec: DepsSpec, runtime: Runtime,
               env_lines: Sequence[str]) -> Iterator[Deps]:
     """Acquire every declared dependency for ``item``, set its env vars, release after."""
     acquired: list[Acquired] = []
-    spent: dict[Key, float] = {}
+    spent: dict[Key, tuple[float, float]] = {}  # (wait for the server, setup)
     monkeypatch = pytest.MonkeyPatch()
     try:
         for name, version in spec.versions.items():
             key = (name, version)
-            provider = runtime.provider_for(item, name, version)
             began = time.perf_counter()
+            provider = runtime.provider_for(item, name, version)
+            started = time.perf_counter()
             options = runtime.resolve_options(provider, spec.options.get(name, {}))
             acquired.append(Acquired(key, provider, provider.acquire(item, options)))
-            spent[key] = time.perf_counter() - began
+            spent[key] = (started - began, time.perf_counter() - started)
         deps = Deps(acquired)
         _inject_env(monkeypatch, deps, spec, env_lines)
         yield deps
     finally:
         monkeypatch.undo()
-        _release(acquired, runtime, spent)
+        _release(item.nodeid, acquired, runtime, spent)
 
 
 def verify(deps: Deps) -> None:
@@ -99,7 +100,8 @@ def verify(deps: Deps) -> None:
         entry.provider.verify(entry.handle)
 
 
-def _release(acquired: list[Acquired], runtime: Runtime, spent: dict[Key, float]) -> None:
+def _release(nodeid: str, acquired: list[Acquired], runtime: Runtime,
+             spent: dict[Key, tuple[float, float]]) -> None:
     errors: list[BaseException] = []
     for entry in reversed(acquired):
         began = time.perf_counter()
@@ -107,7 +109,7 @@ def _release(acquired: list[Acquired], runtime: Runtime, spent: dict[Key, float]
             entry.provider.release(entry.handle)
         except Exception as exc:  # release the others before reporting
             errors.append(exc)
-        runtime.record(entry.key, spent[entry.key] + time.perf_counter() - began)
+        runtime.record(nodeid, entry.key, *spent[entry.key], time.perf_counter() - began)
     if errors:
         raise errors[0]
 

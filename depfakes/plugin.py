@@ -26,6 +26,7 @@ from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixt
     s3,
 )
 from depfakes.marker import MARKER, spec_for
+from depfakes.progress import report_lines
 from depfakes.runtime import Runtime, key_label
 from depfakes.state import DEPS_KEY, SPEC_KEY, STATE_KEY, SessionState, session_state
 
@@ -129,12 +130,27 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         verify(opened)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)  # an xdist worker
+    if workeroutput is not None:
+        workeroutput["depfakes"] = session_state(session.config).runtime.export()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    # pytest-xdist's controller: the summary covers every worker's tests.
+    exported = getattr(node, "workeroutput", {}).get("depfakes")
+    if exported:
+        session_state(node.config).runtime.merge(exported)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     state = terminalreporter.config.stash.get(STATE_KEY, None)
     if state is None or not any(s.tests for s in state.runtime.stats.values()):
         return
+    runtime = state.runtime
     terminalreporter.section("depfakes")
-    for key, stats in sorted(state.runtime.stats.items(), key=lambda kv: key_label(kv[0])):
+    for key, stats in sorted(runtime.stats.items(), key=lambda kv: key_label(kv[0])):
         if not stats.tests:
             continue
         setup = "-" if stats.start_seconds is None else f"{stats.start_seconds * 1000:.1f} ms"
@@ -143,6 +159,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f" setup {setup:>10}   "
             f"median {stats.median_seconds * 1000:.2f} ms/test"
         )
+    for line in report_lines(runtime.costs, every_test=runtime.settings.get("report")):
+        terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

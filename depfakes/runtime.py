@@ -5,7 +5,6 @@ timings the terminal summary reports.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import statistics
@@ -25,6 +24,7 @@ from depfakes import registry
 from depfakes.backends.shared import SharedRun
 from depfakes.config import Settings
 from depfakes.errors import DepfakesError
+from depfakes.progress import ServerStatus, TestCost
 from depfakes.providers.base import Provider, StartContext, Unavailable
 
 Key = tuple[str, "str | None"]
@@ -62,6 +62,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="depfakes-start")
         self._workdir: Path | None = None
+        self._status_text: dict[Key, str] = {}
+        self._server_status: ServerStatus | None = None
+        self.costs: list[TestCost] = []
 
     @property
     def strict(self) -> bool:
@@ -79,8 +82,13 @@ class Runtime:
         """The started provider; skip or fail the test (once, clearly) when it cannot start."""
         self.prepare(name, version)
         key = (name, version)
+        if self._server_status is None:  # the terminal reporter exists only after configure
+            self._server_status = ServerStatus(self.config)
+        future = self._starts[key]
+        self._server_status.wait(key_label(key), future,
+                                 lambda: self._status_text.get(key, "starting"))
         try:
-            return self._starts[key].result()
+            provider = future.result()
         except Unavailable as exc:
             message = f"depfakes: {key_label(key)} is not available here: {exc}"
             if self.strict:
@@ -95,6 +103,9 @@ class Runtime:
             if isinstance(exc, DepfakesError):
                 pytest.fail(f"depfakes: {key_label(key)} failed to start: {exc}", pytrace=False)
             raise
+        self._server_status.ready(key_label(key), provider.description,
+                                  self.stats[key].start_seconds)
+        return provider
 
     def resolve_options(self, provider: Provider, marker_options: Mapping[str, Any]) -> dict[
             str, Any]:
@@ -109,8 +120,25 @@ class Runtime:
                 resolved[option_name] = option.default
         return resolved
 
-    def record(self, key: Key, seconds: float) -> None:
-        self.stats[key].per_test_seconds.append(seconds)
+    def record(self, nodeid: str, key: Key, wait: float, setup: float, teardown: float) -> None:
+        self.stats[key].per_test_seconds.append(setup + teardown)
+        self.costs.append(TestCost(nodeid, key_label(key), wait, setup, teardown))
+
+    def export(self) -> dict[str, Any]:
+        """Stats and costs as JSON-able data, for an xdist worker to hand its controller."""
+        return {"stats": [[*key, s.start_seconds, s.per_test_seconds]
+                          for key, s in self.stats.items()],
+                "costs": [[c.nodeid, c.dependency, c.wait, c.setup, c.teardown]
+                          for c in self.costs]}
+
+    def merge(self, exported: dict[str, Any]) -> None:
+        """Add a worker's export (the controller reports the whole run)."""
+        for name, version, start, per_test in exported["stats"]:
+            stats = self.stats.setdefault((name, version), ProviderStats())
+            # Workers after the first adopt the server: the run waited for the slowest.
+            stats.start_seconds = max(filter(None, (stats.start_seconds, start)), default=None)
+            stats.per_test_seconds += per_test
+        self.costs += [TestCost(*cost) for cost in exported["costs"]]
 
     def stop(self) -> None:
         self._executor.shutdown(wait=True)
@@ -133,13 +161,12 @@ class Runtime:
         cls.check_installed()
         provider = cls()
         began = time.perf_counter()
-        # Under xdist one worker at a time starts a dependency: the first starts the
-        # server, the others wait and adopt it.
-        lock = self.shared.lock(key_label(key)) if self.shared else contextlib.nullcontext()
-        with lock:
-            provider.start(StartContext(name=name, version=version, settings=self.settings,
-                                        config=self.config, workdir=self._provider_dir(key),
-                                        shared=self.shared))
+        ctx = StartContext(name=name, version=version, settings=self.settings,
+                           config=self.config, workdir=self._provider_dir(key),
+                           shared=self.shared,
+                           status=lambda text: self._status_text.__setitem__(key, text))
+        with ctx.held:  # xdist: the shared server's lock, taken by ctx.server()
+            provider.start(ctx)
         self.stats[key].start_seconds = time.perf_counter() - began
         return provider
 

@@ -8,6 +8,7 @@ around every test that declares it, ``verify`` after the test body, and ``stop``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
@@ -73,13 +74,23 @@ class StartContext:
     extras: dict[str, Any] = field(default_factory=dict)
     # Under pytest-xdist: the run's servers, shared by its workers.
     shared: SharedRun | None = None
+    # Locks held until ``start`` returns (see ``server``).
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # Says what the start is doing, for the status line a waiting test shows.
+    status: Callable[[str], None] = lambda text: None
 
     def server(self, name: str, start: Callable[[], Server]) -> Server:
         """Start a server with ``start``, or under pytest-xdist adopt the one another
         worker started for the same ``name`` (say, the image). ``start()`` itself runs once
-        per run, and the server is stopped after the last worker (Server.shared is True)."""
+        per run, and the server is stopped after the last worker (Server.shared is True).
+
+        Under xdist the worker holds the server's lock until ``start`` returns, so what the
+        provider then builds on the server (a template database) is built once too: later
+        workers find it there. Providers without a server never wait for each other."""
+        self.status(f"starting {name}")
         if self.shared is None:
             return start()
+        self.held.enter_context(self.shared.lock(name))
         return self.shared.server(name, start)
 
 
@@ -115,6 +126,8 @@ class Provider(ABC):
     extra: ClassVar[str | None] = None
     # Whether ``"name:version"`` pins mean anything for this provider.
     accepts_version: ClassVar[bool] = False
+    # The server it runs on, once started, for the "ready" line (None: in-process fake).
+    description: str | None = None
 
     @classmethod
     def check_installed(cls) -> None:

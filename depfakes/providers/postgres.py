@@ -440,6 +440,7 @@ class PostgresProvider(Provider):
             # A half-built one (its builder was killed during init) is built again.
             admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{self._template}"')
+        ctx.status("building the template database (init hooks)")
         self._run_init(ctx, self._creds.url(self._template))
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
             # Connections the init code left open would block cloning.

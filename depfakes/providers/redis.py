@@ -211,6 +211,7 @@ class RedisProvider(Provider):
         backend = ctx.settings.get("backend").get("redis", "fake")
         if backend == "docker":
             self._real = self._start_docker(ctx)
+            self.description = self._real.description
         elif backend not in ("fake", "auto"):
             raise DepfakesError(f"--deps-backend redis={backend}: choose fake (fakeredis, the "
                                 "default) or docker (a real Redis, for fidelity runs)")
