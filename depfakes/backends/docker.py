@@ -139,19 +139,27 @@ def start_container(spec: ContainerSpec) -> Server:
 def _without_ryuk() -> Iterator[None]:
     """Start without testcontainers' Ryuk reaper: depfakes removes its containers itself
     (at session end, and by label after a killed session), and Ryuk's image must come from
-    a registry that strict networks do not reach."""
+    a registry that strict networks do not reach. The user's setting is restored once no
+    start is in progress (starts run in parallel threads, so a lock would serialise them)."""
     from testcontainers.core.config import testcontainers_config
 
     with _RYUK_LOCK:
-        before = testcontainers_config.ryuk_disabled
-        testcontainers_config.ryuk_disabled = True
-        try:
-            yield
-        finally:
-            testcontainers_config.ryuk_disabled = before
+        if not _RYUK_USERS:
+            _RYUK_USERS.append(testcontainers_config.ryuk_disabled)  # the user's value
+            testcontainers_config.ryuk_disabled = True
+        _RYUK_USERS.append(True)
+    try:
+        yield
+    finally:
+        with _RYUK_LOCK:
+            _RYUK_USERS.pop()
+            if len(_RYUK_USERS) == 1:
+                testcontainers_config.ryuk_disabled = _RYUK_USERS.pop()
 
 
 _RYUK_LOCK = threading.Lock()
+# While starts are in progress: [the user's setting, then one entry per start].
+_RYUK_USERS: list[bool] = []
 
 
 def _adopt(client: Any, spec: ContainerSpec) -> Server | None:
