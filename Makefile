@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.depfakes-installed
 
-.PHONY: install example test lint bench clean
+.PHONY: install example test lint docs bench clean
 
 install: $(STAMP)
 
@@ -27,9 +27,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The docs site, strictly: a broken link or a missing page fails the build.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) benchmarks/fakes.py
 	$(PY) benchmarks/postgres.py   # needs Docker and DEPFAKES_POSTGRES_IMAGE
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

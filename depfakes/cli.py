@@ -205,7 +205,7 @@ def _down(include_live: bool) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depfakes", description="depfakes tools")
     commands = parser.add_subparsers(dest="command", required=True)
     doctor = commands.add_parser("doctor", help="which backend serves each dependency here")
@@ -219,7 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = actions.add_parser("check", help="find secrets and broken files in cassettes")
     check.add_argument("paths", nargs="*", type=Path, default=[Path("cassettes")],
                        help="files or directories (default: ./cassettes)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor(args.pytest_args)
     if args.command == "ps":
