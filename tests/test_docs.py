@@ -119,3 +119,18 @@ def test_config_blocks_parse(page):
             configparser.ConfigParser().read_string(body)
         elif lang == "toml":
             tomllib.loads(body)
+
+
+def test_benchmark_tables_match_the_recorded_run():
+    """README's and performance.md's numbers are the last `python -m benchmarks
+    --write-docs` run's, as recorded in docs/benchmarks.json."""
+    import json
+
+    from benchmarks.__main__ import BEGIN, DOC_PAGES, END, RESULTS, markdown_table, rows
+
+    expected = markdown_table(rows(json.loads(RESULTS.read_text())))
+    for page in DOC_PAGES:
+        text = page.read_text()
+        assert text.count(BEGIN) == 1, f"{page.name}: no benchmark table"
+        block = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+        assert block == expected, f"{page.name}: numbers differ from docs/benchmarks.json"
