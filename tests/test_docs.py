@@ -105,9 +105,12 @@ def test_shell_lines_name_real_things(page, line, pytest_flags):
             for wanted in re.findall(r"depfakes\[([\w,]+)\]", part):
                 assert set(wanted.split(",")) <= set(extras), f"{page}: unknown extra {wanted}"
         elif program.endswith("python"):
-            target = args[1] if args[0] == "-m" else args[0]
-            path = ROOT / (target.replace(".", "/") + ".py" if args[0] == "-m" else target)
-            assert path.exists(), f"{page}: {target} does not exist"
+            if args[0] == "-m":  # a module, or a package with __main__
+                module = ROOT / args[1].replace(".", "/")
+                assert module.with_suffix(".py").exists() or (module / "__main__.py").exists(), \
+                    f"{page}: python -m {args[1]} has nothing to run"
+            else:
+                assert (ROOT / args[0]).exists(), f"{page}: {args[0]} does not exist"
         elif program not in ("git", "bash"):
             pytest.fail(f"{page}: no check for shell line {line!r}; add one")
 
