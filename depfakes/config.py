@@ -136,6 +136,15 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         safety=True,
     ),
     Setting(
+        "optional",
+        "Dependencies that may be missing here even under --deps-strict: their tests skip "
+        "with the reason (e.g. mongo on a CI machine that cannot run MongoDB). One per line "
+        "(env and CLI: separated by ';').",
+        type="lines",
+        default=list,
+        safety=True,
+    ),
+    Setting(
         "backend",
         "Force a backend per dependency, NAME=BACKEND, e.g. postgres=local or redis=docker "
         "(repeatable; env/ini take a comma-separated list).",

@@ -56,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = Settings(config, [*CORE_SETTINGS, *registry.all_settings()])
     try:
         settings.validate_all()
+        unknown = set(settings.get("optional")) - set(registry.names())
+        if unknown:
+            raise ValueError(f"depfakes_optional names {', '.join(sorted(unknown))}: known "
+                             f"dependencies are {', '.join(registry.names())}")
         env_lines = settings.get("env")
         parse_env_lines(env_lines)
     except (SettingError, ValueError, DepfakesError) as exc:

@@ -91,7 +91,7 @@ class Runtime:
             provider = future.result()
         except Unavailable as exc:
             message = f"depfakes: {key_label(key)} is not available here: {exc}"
-            if self.strict:
+            if self.strict and name not in self.settings.get("optional"):
                 pytest.fail(f"{message} (failing, not skipping, because --deps-strict is on)",
                             pytrace=False)
             pytest.skip(message)

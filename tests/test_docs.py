@@ -18,13 +18,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```\s*$",
                    re.M | re.S)
-HEADER = re.compile(r"#\s*(?P<name>[\w.-]+\.py)\b")
+HEADER = re.compile(r"#\s*(?P<before>before:\s*)?(?P<name>[\w.-]+\.py)\b"
+                    r"(?:\s*\(needs (?P<needs>[\w.-]+)\))?")
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
@@ -38,15 +43,25 @@ def _id(page: Path) -> str:
 PYTHON_PAGES = [p for p in PAGES if any(lang == "python" for lang, _ in blocks(p))]
 
 
+def _headers(page: Path) -> list[tuple[re.Match[str], str]]:
+    found = []
+    for lang, body in blocks(page):
+        if lang == "python":
+            header = HEADER.match(body.splitlines()[0])
+            assert header, f"{_id(page)}: a python block must start with '# <file>.py':\n{body}"
+            found.append((header, body))
+    return found
+
+
+BEFORE_BLOCKS = [(_id(p), h, body) for p in PAGES for h, body in _headers(p) if h["before"]]
+
+
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_id)
 def test_python_blocks_run(page, pytester):
     files: dict[str, str] = {}
-    for lang, body in blocks(page):
-        if lang != "python":
-            continue
-        header = HEADER.match(body.splitlines()[0])
-        assert header, f"{_id(page)}: a python block must start with '# <file>.py':\n{body}"
-        files[header["name"]] = files.get(header["name"], "") + body + "\n"
+    for header, body in _headers(page):
+        if not header["before"]:
+            files[header["name"]] = files.get(header["name"], "") + body + "\n"
     for name, text in files.items():
         (pytester.path / name).write_text(text)
     # Not strict: the MongoDB page's tests skip where no MongoDB can run (this machine).
@@ -59,6 +74,32 @@ def test_python_blocks_run(page, pytester):
         result.stdout.fnmatch_lines(["*mongo is not available here*"])
     else:
         assert outcomes.get("passed", 0) >= 1
+
+
+@pytest.mark.parametrize(("page", "header", "body"), BEFORE_BLOCKS,
+                         ids=[h["name"] for _, h, _ in BEFORE_BLOCKS])
+def test_before_blocks_of_migration_guides_run_where_their_library_is(page, header, body,
+                                                                       pytester):
+    """A "before" block (another library's way) runs on its own, where that library and
+    the images it names are available."""
+    import importlib.metadata
+    import importlib.util
+
+    if header["needs"]:
+        try:
+            importlib.metadata.distribution(header["needs"])
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{header['needs']} is not installed here")
+    for module in re.findall(r"^(?:from|import) (\w+)", body, re.M):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed here")
+    for image in re.findall(r"Container\(\"([^\"]+)\"", body):
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True
+                          ).returncode != 0:
+            pytest.skip(f"image {image} is not available here (no registry)")
+    (pytester.path / header["name"]).write_text(body)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:depfakes")
+    result.assert_outcomes(passed=body.count("\ndef test_"))
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +163,10 @@ def test_config_blocks_parse(page):
             configparser.ConfigParser().read_string(body)
         elif lang == "toml":
             tomllib.loads(body)
+        elif lang == "yaml":
+            import yaml
+
+            assert isinstance(yaml.safe_load(body), dict), f"{_id(page)}: odd YAML:\n{body}"
 
 
 def test_benchmark_tables_match_the_recorded_run():

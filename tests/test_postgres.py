@@ -261,6 +261,13 @@ def test_no_backend_skips_with_reason_or_fails_under_strict(project, pytester, m
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
+    # A dependency this machine is known not to have can be declared optional: it skips.
+    monkeypatch.setenv("DEPFAKES_OPTIONAL", "mongo;postgres")
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
+    result.assert_outcomes(skipped=1)
+    monkeypatch.setenv("DEPFAKES_OPTIONAL", "postgress")
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
+    result.stderr.fnmatch_lines(["*depfakes_optional names postgress: known dependencies are*"])
 
 
 def test_docker_daemon_down(project, pytester, monkeypatch):
