@@ -142,8 +142,8 @@ def _servers() -> tuple[list[dict[str, Any]], str | None]:
     from depfakes.backends import docker as docker_backend
 
     servers = [{"kind": "local", "id": str(s["server_pid"]), "what": s["description"],
-                "session_pid": int(s["owner_pid"]), "alive": s["alive"]}
-               for s in local.local_servers()]
+                "session_pid": int(s["owner_pid"]), "alive": s["alive"],
+                "reused": s["reused"]} for s in local.local_servers()]
     try:
         client = docker_backend.docker_client()
     except BackendUnavailable as exc:

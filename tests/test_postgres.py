@@ -526,3 +526,41 @@ def test_docker_backend_needs_no_ryuk(project, pytester, monkeypatch):
     project(USES_POSTGRES)
     pytester.runpytest_subprocess("--deps-backend", "postgres=docker").assert_outcomes(passed=1)
     assert _depfakes_containers() == []
+
+
+def test_reuse_keeps_a_local_server_too(project, pytester, tmp_path):
+    _need(_local_ok(), "PostgreSQL binaries")
+    from depfakes.backends.local import local_servers
+
+    builds, seen = tmp_path / "builds", tmp_path / "seen"
+    project(f"""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_it(deps):
+            started = deps.postgres.connect().execute(
+                "SELECT pg_postmaster_start_time()::text").fetchone()[0]
+            with open({str(seen)!r}, "a") as fh:
+                fh.write(started + "\\n")
+    """, conftest=f"""
+        def pytest_depfakes_postgres_init(dsn):
+            with open({str(builds)!r}, "a") as fh:
+                fh.write("built\\n")
+    """)
+    args = ("--deps-reuse", "--deps-backend", "postgres=local", "-p", "no:randomly")
+    others = {s["server_pid"] for s in local_servers() if s["reused"]}
+    try:
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        [kept] = [s for s in local_servers() if s["reused"] and s["server_pid"] not in others]
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        assert len(set(seen.read_text().split("\n")) - {""}) == 1  # the same server twice
+        assert builds.read_text().count("built") == 1  # and the template kept with it
+        ps = subprocess.run([sys.executable, "-m", "depfakes.cli", "ps"], capture_output=True,
+                            text=True, check=True).stdout
+        assert f"local  {kept['server_pid']}" in ps
+        assert "kept (reuse)" in ps
+    finally:
+        subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--all"],
+                       capture_output=True, check=True)
+    assert not Path(f"/proc/{kept['server_pid']}").exists()
+    assert not Path(kept["workdir"]).exists()

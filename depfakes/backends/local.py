@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -71,12 +72,13 @@ def run_checked(command: Sequence[str], user: pwd.struct_passwd | None, what: st
 
 def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_passwd | None,
                  port: int, ready: Callable[[str, int], bool], timeout: float,
-                 description: str) -> Server:
+                 description: str, reuse_key: str | None = None) -> Server:
     """Start ``command``, wait until ``ready(host, port)``; kill it again on failure.
 
     The server runs in its own session (so Ctrl-C in pytest does not hit it before depfakes
     stops it cleanly) and is recorded in the registry, so that if pytest is killed the next
-    session stops it and removes its files.
+    session stops it and removes its files. With ``reuse_key`` it is kept after the session
+    for ``adopt_kept`` (and only ``depfakes down --all`` stops it).
     """
     sweep_dead_local_servers()
     log_path = workdir / "server.log"
@@ -84,7 +86,7 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
                                    cwd=workdir, start_new_session=True,
                                    user=_uid(user), group=_gid(user))
-    entry = _register(process.pid, workdir, description)
+    entry = _register(process.pid, workdir, description, port, reuse_key)
 
     def logs() -> str:
         return log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -97,6 +99,9 @@ def spawn_server(command: Sequence[str], *, workdir: Path, user: pwd.struct_pass
     while True:
         with contextlib.suppress(Exception):
             if ready("127.0.0.1", port):
+                if reuse_key:  # kept: nobody in this session stops it
+                    return Server("local", "127.0.0.1", port, f"{description}, kept for reuse",
+                                  logs=logs)
                 return Server("local", "127.0.0.1", port, description, stop=stop, logs=logs,
                               record={"server_pid": process.pid, "workdir": str(workdir),
                                       "entry": str(entry)})
@@ -116,15 +121,36 @@ def registry_dir() -> Path:
     return cache / "depfakes" / "local-servers"
 
 
-def _register(server_pid: int, workdir: Path, description: str) -> Path:
+def _register(server_pid: int, workdir: Path, description: str, port: int,
+              reuse_key: str | None) -> Path:
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{OWNER.pid}-{server_pid}.json"
     entry.write_text(json.dumps({
         "owner_pid": OWNER.pid, "server_pid": server_pid, "workdir": str(workdir),
-        "description": description, "host": socket.gethostname(),
+        "description": description, "host": socket.gethostname(), "port": port,
+        "reuse_key": reuse_key,
     }))
     return entry
+
+
+def kept_workdir(reuse_key: str) -> Path:
+    """Where a kept server's files live: outside any session's temporary directory, and
+    reachable by the unprivileged user the server may run as."""
+    return Path(tempfile.gettempdir()) / f"depfakes-kept-{reuse_key}"
+
+
+def adopt_kept(reuse_key: str, ready: Callable[[str, int], bool]) -> Server | None:
+    """The server a previous session kept under ``reuse_key``, if it still answers."""
+    for server in local_servers():
+        if server.get("reuse_key") != reuse_key or not _is_our_server(
+                int(server["server_pid"]), server["workdir"]):
+            continue
+        with contextlib.suppress(Exception):
+            if ready("127.0.0.1", int(server["port"])):
+                return Server("local", "127.0.0.1", int(server["port"]),
+                              f"{server['description']}, reused")
+    return None
 
 
 def local_servers() -> list[dict[str, Any]]:
@@ -135,7 +161,8 @@ def local_servers() -> list[dict[str, Any]]:
             data = json.loads(entry.read_text())
             if data.get("host") == socket.gethostname():
                 data["entry"] = entry
-                data["alive"] = pid_alive(int(data["owner_pid"]))
+                data["reused"] = bool(data.get("reuse_key"))
+                data["alive"] = data["reused"] or pid_alive(int(data["owner_pid"]))
                 servers.append(data)
     return servers
 
@@ -145,7 +172,10 @@ def sweep_dead_local_servers(include_live: bool = False) -> list[str]:
     remove their files. Returns their descriptions."""
     swept = []
     for server in local_servers():
-        if server["alive"] and not include_live:
+        # A kept server whose process ended (a reboot, say) is only a stale entry.
+        gone = server["reused"] and not _is_our_server(int(server["server_pid"]),
+                                                       server["workdir"])
+        if server["alive"] and not include_live and not gone:
             continue
         _kill_group(int(server["server_pid"]), server["workdir"])
         workdir = Path(server["workdir"])
@@ -163,13 +193,18 @@ def stop_recorded(server_pid: int, workdir: str, entry: str) -> None:
     Path(entry).unlink(missing_ok=True)
 
 
-def _kill_group(pid: int, workdir: str) -> None:
-    """Kill the server's process group, if that pid is still our server (not a reuse)."""
+def _is_our_server(pid: int, workdir: str) -> bool:
+    """Whether ``pid`` is still the server we started there (pids get reused)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        return
-    if workdir not in cmdline:
+        return False
+    return workdir in cmdline
+
+
+def _kill_group(pid: int, workdir: str) -> None:
+    """Kill the server's process group, if that pid is still our server."""
+    if not _is_our_server(pid, workdir):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -404,8 +404,11 @@ class PostgresProvider(Provider):
         user = local_backend.run_as()
         _check_runnable(bindir, user)
         self._admin_db = "postgres"
+        reuse_key = fingerprint(str(ctx.config.rootpath), "postgres", "local", str(bindir),
+                                _binary_major(bindir), *FAST_SETTINGS) \
+            if ctx.settings.get("reuse") else None
         server = ctx.server(f"postgres local {bindir}",
-                            lambda: _spawn_local(ctx, bindir, user))
+                            lambda: _spawn_local(ctx, bindir, user, reuse_key))
         return server, Credentials(server.host, server.port, "postgres", None)
 
     # --- databases ----------------------------------------------------------------------
@@ -488,19 +491,29 @@ class PostgresProvider(Provider):
             admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
 
 
-def _spawn_local(ctx: StartContext, bindir: Path, user: Any) -> Server:
-    data = ctx.workdir / "data"
+def _spawn_local(ctx: StartContext, bindir: Path, user: Any, reuse_key: str | None) -> Server:
+    def ready(host: str, port: int) -> bool:
+        return _ready(Credentials(host, port, "postgres", None), "postgres")
+
+    workdir = ctx.workdir
+    if reuse_key:
+        kept = local_backend.adopt_kept(reuse_key, ready)
+        if kept is not None:
+            return kept
+        workdir = local_backend.kept_workdir(reuse_key)
+        shutil.rmtree(workdir, ignore_errors=True)  # files of a kept server that is gone
+        workdir.mkdir(mode=0o755)
+    data = workdir / "data"
     shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
-    local_backend.give_to(ctx.workdir, user)
+    local_backend.give_to(workdir, user)
     port = local_backend.free_port()
     command = [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
                *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
     return local_backend.spawn_server(
-        command, workdir=ctx.workdir, user=user, port=port,
-        ready=lambda host, port: _ready(Credentials(host, port, "postgres", None), "postgres"),
+        command, workdir=workdir, user=user, port=port, ready=ready,
         timeout=ctx.settings.get("start_timeout"),
-        description=f"local {bindir / 'postgres'} (port {port})")
+        description=f"local {bindir / 'postgres'} (port {port})", reuse_key=reuse_key)
 
 
 def _drop_clones_of_dead_sessions(admin: psycopg.Connection[Any]) -> None:
