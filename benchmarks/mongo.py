@@ -95,13 +95,13 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="depfakes-mongobench-") as tmp:
-        ours = run(CONFTEST, DEPFAKES, args.tests, Path(tmp) / "depfakes", "mongo")
+        ours = run(CONFTEST, DEPFAKES, args.tests, Path(tmp) / "depfakes", backend="")
         if not url:
             print("mongo: the hand-written baseline needs DEPFAKES_MONGO_URL; depfakes only:")
             print(f"depfakes  {statistics.median(ours['overhead'][1:]) * 1000:.2f} ms/test")
             return
         os.environ["BENCH_MONGO_URL"] = url
-        naive = run("", NAIVE, args.tests, Path(tmp) / "naive", "mongo")
+        naive = run("", NAIVE, args.tests, Path(tmp) / "naive", backend="")
     mine = statistics.median(ours["overhead"][1:]) * 1000
     theirs = statistics.median(naive["overhead"][1:]) * 1000
     print(f"depfakes {mine:.2f} ms/test   hand-written {theirs:.2f} ms/test   "

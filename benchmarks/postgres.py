@@ -164,20 +164,24 @@ VARIANTS = {
 
 
 def run(conftest: str, tests_src: str, tests: int, workdir: Path,
-        dependency: str = "postgres", reuse: bool = False) -> dict[str, Any]:
+        backend: str = "postgres=docker", reuse: bool = False) -> dict[str, Any]:
+    """Run ``tests_src`` (``range(N)`` becomes ``range(tests)``) with ``conftest`` in a
+    pytest of its own; its per-test overhead, the seconds from launch to the first test
+    body ("start") and pytest's output."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "conftest.py").write_text(COLLECTOR + textwrap.dedent(conftest))
     (workdir / "test_bench.py").write_text(tests_src.replace("range(N)", f"range({tests})"))
     out = workdir / "out.json"
     env = {**os.environ, "BENCH_OUT": str(out), "TESTCONTAINERS_RYUK_DISABLED": "true",
-           "DEPFAKES_BACKEND": f"{dependency}=docker" if dependency == "postgres" else "",
+           "DEPFAKES_BACKEND": backend,
            "DEPFAKES_REUSE": "1" if reuse else "0"}
     launched = time.time()
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "-p", "no:randomly", "-p", "no:xdist",
-                    str(workdir)], cwd=workdir, env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:randomly", "-p", "no:xdist", str(workdir)],
+                          cwd=workdir, env=env, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
     result["start"] = result["first_call"] - launched
+    result["output"] = done.stdout
     return result
 
 

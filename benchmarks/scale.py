@@ -23,17 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import suite
-
-FIRST_TEST_CONFTEST = """
-import os, time
-
-def pytest_runtest_call(item):
-    path = os.environ["FIRST_CALL_OUT"]
-    if not os.path.exists(path):
-        with open(path, "w") as fh:
-            fh.write(str(time.time()))
-"""
+from benchmarks import postgres, suite
 
 ONE_TEST = """
 import pytest
@@ -44,63 +34,51 @@ def test_first(deps):
 """
 NO_DEPS_TEST = "def test_first():\n    pass\n"
 
-PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
-
-
-def _pytest(directory: Path, *args: str, env: dict[str, str] | None = None
-            ) -> tuple[float, str]:
-    """Run pytest in ``directory``; (wall seconds, output)."""
+def suite_wall_time(directory: Path, *args: str) -> float:
+    """Seconds one pytest run of the generated suite in ``directory`` takes."""
     began = time.perf_counter()
-    done = subprocess.run([*PYTEST, *args], cwd=directory, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    wall = time.perf_counter() - began
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:randomly", *args], cwd=directory, capture_output=True,
+                          text=True)
     if done.returncode != 0:
         sys.exit(f"pytest {' '.join(args)} failed in {directory}:\n{done.stdout}{done.stderr}")
-    return wall, done.stdout
+    return time.perf_counter() - began
 
 
 def suite_wall_times(tmp: Path) -> dict[str, float]:
     directory = tmp / "suite"
     count = suite.write(directory)
-    serial, _ = _pytest(directory, "-p", "no:xdist")
-    parallel, _ = _pytest(directory, "-n", "2")
-    return {"tests": count, "serial_s": serial, "n2_s": parallel}
+    return {"tests": count, "serial_s": suite_wall_time(directory, "-p", "no:xdist"),
+            "n2_s": suite_wall_time(directory, "-n", "2")}
 
 
-def first_test(directory: Path, deps: str, *args: str) -> tuple[float, str]:
+def first_test(directory: Path, deps: str, backend: str, reuse: bool = False
+               ) -> tuple[float, str]:
     """Seconds from launching pytest to the first test's body, and pytest's output."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "conftest.py").write_text(FIRST_TEST_CONFTEST)
-    (directory / "test_first.py").write_text(ONE_TEST.format(deps=deps) if deps
-                                             else NO_DEPS_TEST)
-    out = directory / "first-call"
-    out.unlink(missing_ok=True)
-    launched = time.time()
-    _, output = _pytest(directory, "-p", "no:xdist", *args, env={"FIRST_CALL_OUT": str(out)})
-    return float(out.read_text()) - launched, output
+    source = ONE_TEST.format(deps=deps) if deps else NO_DEPS_TEST
+    result = postgres.run("", source, 1, directory, backend=backend, reuse=reuse)
+    return result["start"], result["output"]
 
 
 def start_times(tmp: Path) -> dict[str, float]:
-    docker = ("--deps-backend", "postgres=docker")
-    cold, _ = first_test(tmp / "cold", '"postgres"', *docker)
-    first_first_test = tmp / "reuse"
-    kept, _ = first_test(first_first_test, '"postgres"', *docker, "--deps-reuse")
-    reused, _ = first_test(first_first_test, '"postgres"', *docker, "--deps-reuse")
+    cold, _ = first_test(tmp / "cold", '"postgres"', "postgres=docker")
+    kept, _ = first_test(tmp / "reuse", '"postgres"', "postgres=docker", reuse=True)
+    reused, _ = first_test(tmp / "reuse", '"postgres"', "postgres=docker", reuse=True)
     return {"cold_s": cold, "reuse_first_s": kept, "reuse_s": reused}
 
 
 def side_by_side(tmp: Path) -> dict[str, float]:
     """Start to first test minus a plain pytest's: what waiting for the servers costs."""
-    backends = ("--deps-backend", "postgres=docker", "--deps-backend", "redis=docker")
-    plain, _ = first_test(tmp / "plain", "")
-    postgres, _ = first_test(tmp / "pg", '"postgres"', *backends)
-    redis, _ = first_test(tmp / "redis", '"redis"', *backends)
-    both, output = first_test(tmp / "both", '"postgres", "redis"', *backends)
+    backends = "postgres=docker,redis=docker"
+    plain, _ = first_test(tmp / "plain", "", "")
+    alone_pg, _ = first_test(tmp / "pg", '"postgres"', backends)
+    alone_redis, _ = first_test(tmp / "redis", '"redis"', backends)
+    both, output = first_test(tmp / "both", '"postgres", "redis"', backends)
     # Each server's own start time in that run, from depfakes' summary.
     starts = {name: float(ms) / 1000 for name, ms in
               re.findall(r"^(postgres|redis) .* setup +([\d.]+) ms", output, re.M)}
-    return {"plain_pytest_s": plain, "postgres_alone_s": postgres - plain,
-            "redis_alone_s": redis - plain, "both_s": both - plain,
+    return {"plain_pytest_s": plain, "postgres_alone_s": alone_pg - plain,
+            "redis_alone_s": alone_redis - plain, "both_s": both - plain,
             "both_postgres_start_s": starts["postgres"], "both_redis_start_s": starts["redis"]}
 
 

@@ -27,7 +27,7 @@ from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixt
 )
 from depfakes.marker import MARKER, spec_for
 from depfakes.progress import report_lines
-from depfakes.runtime import Runtime, key_label
+from depfakes.runtime import Runtime
 from depfakes.state import DEPS_KEY, SPEC_KEY, STATE_KEY, SessionState, session_state
 
 
@@ -150,20 +150,12 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     state = terminalreporter.config.stash.get(STATE_KEY, None)
-    if state is None or not any(s.tests for s in state.runtime.stats.values()):
+    if state is None or not state.runtime.costs:
         return
     runtime = state.runtime
     terminalreporter.section("depfakes")
-    for key, stats in sorted(runtime.stats.items(), key=lambda kv: key_label(kv[0])):
-        if not stats.tests:
-            continue
-        setup = "-" if stats.start_seconds is None else f"{stats.start_seconds * 1000:.1f} ms"
-        terminalreporter.write_line(
-            f"{key_label(key):<16} {stats.tests:>6} test{'' if stats.tests == 1 else 's'}  "
-            f" setup {setup:>10}   "
-            f"median {stats.median_seconds * 1000:.2f} ms/test"
-        )
-    for line in report_lines(runtime.costs, every_test=runtime.settings.get("report")):
+    for line in report_lines(runtime.start_seconds, runtime.costs,
+                             every_test=runtime.settings.get("report")):
         terminalreporter.write_line(line)
 
 

@@ -9,6 +9,7 @@ verbosity; under ``-q`` or in a CI log only the one line per server is written.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -86,9 +87,20 @@ class ServerStatus:
         return self._capture.global_and_fixture_disabled()
 
 
-def report_lines(costs: list[TestCost], every_test: bool) -> list[str]:
-    """The slowest setups, and with ``every_test`` what each test's dependencies cost."""
+def report_lines(start_seconds: dict[str, float | None], costs: list[TestCost],
+                 every_test: bool) -> list[str]:
+    """Per dependency its start and median cost per test, the slowest setups, and with
+    ``every_test`` what each test's dependencies cost."""
+    per_test: dict[str, list[float]] = {}
+    for cost in costs:
+        per_test.setdefault(cost.dependency, []).append(cost.setup + cost.teardown)
     lines = []
+    for label, seconds in sorted(per_test.items()):
+        start = start_seconds.get(label)
+        setup = "-" if start is None else f"{start * 1000:.1f} ms"
+        lines.append(f"{label:<16} {len(seconds):>6} test{'' if len(seconds) == 1 else 's'}  "
+                     f" setup {setup:>10}   median {statistics.median(seconds) * 1000:.2f} "
+                     "ms/test")
     slowest = sorted(costs, key=lambda cost: cost.total, reverse=True)[:3]
     if slowest:
         lines.append("slowest setups:")

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +33,14 @@ def key_label(key: Key) -> str:
     return f"{name}:{version}" if version else name
 
 
-@dataclass
-class ProviderStats:
-    start_seconds: float | None = None
-    per_test_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def tests(self) -> int:
-        return len(self.per_test_seconds)
-
-    @property
-    def median_seconds(self) -> float:
-        return statistics.median(self.per_test_seconds) if self.per_test_seconds else 0.0
-
-
 class Runtime:
     def __init__(self, config: pytest.Config, settings: Settings,
                  shared: SharedRun | None = None) -> None:
         self.config = config
         self.settings = settings
         self.shared = shared
-        self.stats: dict[Key, ProviderStats] = {}
+        # Seconds each dependency took to start (label -> seconds, None until started).
+        self.start_seconds: dict[str, float | None] = {}
         self._starts: dict[Key, Future[Provider]] = {}
         # Where a start failed first, so later tests point there instead of repeating it.
         self._first_failure: dict[Key, str] = {}
@@ -75,7 +60,7 @@ class Runtime:
         key = (name, version)
         with self._lock:
             if key not in self._starts:
-                self.stats.setdefault(key, ProviderStats())
+                self.start_seconds.setdefault(key_label(key), None)
                 self._starts[key] = self._executor.submit(self._start, key)
 
     def provider_for(self, item: pytest.Item, name: str, version: str | None) -> Provider:
@@ -104,7 +89,7 @@ class Runtime:
                 pytest.fail(f"depfakes: {key_label(key)} failed to start: {exc}", pytrace=False)
             raise
         self._server_status.ready(key_label(key), provider.description,
-                                  self.stats[key].start_seconds)
+                                  self.start_seconds[key_label(key)])
         return provider
 
     def resolve_options(self, provider: Provider, marker_options: Mapping[str, Any]) -> dict[
@@ -121,23 +106,20 @@ class Runtime:
         return resolved
 
     def record(self, nodeid: str, key: Key, wait: float, setup: float, teardown: float) -> None:
-        self.stats[key].per_test_seconds.append(setup + teardown)
         self.costs.append(TestCost(nodeid, key_label(key), wait, setup, teardown))
 
     def export(self) -> dict[str, Any]:
-        """Stats and costs as JSON-able data, for an xdist worker to hand its controller."""
-        return {"stats": [[*key, s.start_seconds, s.per_test_seconds]
-                          for key, s in self.stats.items()],
+        """Start times and costs as JSON-able data, for an xdist worker's controller."""
+        return {"start_seconds": self.start_seconds,
                 "costs": [[c.nodeid, c.dependency, c.wait, c.setup, c.teardown]
                           for c in self.costs]}
 
     def merge(self, exported: dict[str, Any]) -> None:
         """Add a worker's export (the controller reports the whole run)."""
-        for name, version, start, per_test in exported["stats"]:
-            stats = self.stats.setdefault((name, version), ProviderStats())
+        for label, start in exported["start_seconds"].items():
             # Workers after the first adopt the server: the run waited for the slowest.
-            stats.start_seconds = max(filter(None, (stats.start_seconds, start)), default=None)
-            stats.per_test_seconds += per_test
+            known = self.start_seconds.get(label)
+            self.start_seconds[label] = max(filter(None, (known, start)), default=None)
         self.costs += [TestCost(*cost) for cost in exported["costs"]]
 
     def stop(self) -> None:
@@ -167,7 +149,7 @@ class Runtime:
                            status=lambda text: self._status_text.__setitem__(key, text))
         with ctx.held:  # xdist: the shared server's lock, taken by ctx.server()
             provider.start(ctx)
-        self.stats[key].start_seconds = time.perf_counter() - began
+        self.start_seconds[key_label(key)] = time.perf_counter() - began
         return provider
 
     def _provider_dir(self, key: Key) -> Path:

@@ -392,8 +392,7 @@ class PostgresProvider(Provider):
                                             "postgres"),
             timeout=ctx.settings.get("start_timeout"),
             config_hash=fingerprint(image, *FAST_SETTINGS),
-            reuse_key=fingerprint(str(ctx.config.rootpath), "postgres", image, *FAST_SETTINGS)
-            if ctx.settings.get("reuse") else None,
+            reuse_key=_reuse_key(ctx, image),
         )
         server = ctx.server(f"postgres docker {image}",
                             lambda: docker_backend.start_container(spec))
@@ -404,8 +403,8 @@ class PostgresProvider(Provider):
         user = local_backend.run_as()
         _check_runnable(bindir, user)
         self._admin_db = "postgres"
-        reuse_key = fingerprint(str(ctx.config.rootpath), "postgres", "local", str(bindir),
-                                _binary_major(bindir), *FAST_SETTINGS) \
+        # Only with reuse: _binary_major runs the binary.
+        reuse_key = _reuse_key(ctx, "local", str(bindir), _binary_major(bindir)) \
             if ctx.settings.get("reuse") else None
         server = ctx.server(f"postgres local {bindir}",
                             lambda: _spawn_local(ctx, bindir, user, reuse_key))
@@ -489,6 +488,14 @@ class PostgresProvider(Provider):
         with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE false')
             admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
+
+
+def _reuse_key(ctx: StartContext, *definition: str) -> str | None:
+    """With --deps-reuse, the key a kept server is found by: this project, and what defines
+    the server (image or binaries, version, settings)."""
+    if not ctx.settings.get("reuse"):
+        return None
+    return fingerprint(str(ctx.config.rootpath), "postgres", *definition, *FAST_SETTINGS)
 
 
 def _spawn_local(ctx: StartContext, bindir: Path, user: Any, reuse_key: str | None) -> Server:
