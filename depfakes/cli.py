@@ -2,7 +2,8 @@
 
     depfakes cassettes check [PATH ...]   find secrets and broken files in cassettes
     depfakes ps                           servers depfakes started on this host
-    depfakes down [--all]                 remove those whose pytest is gone (--all: every one)
+    depfakes down [--project] [--all]     remove those whose pytest is gone (--project: also
+                                          this project's kept ones; --all: every one)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from depfakes.backends import Listed
 from depfakes.cassettes import PLACEHOLDER, BrokenCassette, check_loadable, is_secret_name
 
 # Values that are secrets whatever field they sit in.
@@ -136,29 +138,20 @@ def _error_line(exc: Exception) -> int:
     return int(lines[-1]) if lines else 1
 
 
-def _servers() -> tuple[list[dict[str, Any]], str | None]:
-    """Containers and local servers of this host, and why Docker was skipped (if it was)."""
-    from depfakes.backends import BackendUnavailable, local, pid_alive
-    from depfakes.backends import docker as docker_backend
+def _servers() -> tuple[list[Listed], list[str]]:
+    """Servers every backend started on this host, and what could not be looked at."""
+    from depfakes.backends import iter_backends
 
-    servers = [{"kind": "local", "id": str(s["server_pid"]), "what": s["description"],
-                "session_pid": int(s["owner_pid"]), "alive": s["alive"],
-                "reused": s["reused"]} for s in local.local_servers()]
-    try:
-        client = docker_backend.docker_client()
-    except BackendUnavailable as exc:
-        return servers, str(exc)
-    for container in client.containers.list(all=True,
-                                            filters={"label": docker_backend.LABEL_SESSION}):
-        pid = int(container.labels.get(docker_backend.LABEL_PID, "0"))
-        reused = docker_backend.LABEL_REUSE in container.labels
-        tags = container.image.tags
-        servers.append({"kind": "docker", "id": container.short_id,
-                        "what": f"{tags[0] if tags else container.image.short_id} "
-                                f"({container.status})",
-                        "session_pid": pid, "alive": reused or pid_alive(pid),
-                        "reused": reused, "container": container})
-    return servers, None
+    servers: list[Listed] = []
+    problems = []
+    for backend in iter_backends():
+        found, problem = backend.listing()
+        # A backend built on another (a DockerBackend subclass) lists the same servers.
+        known = {(s.backend, s.id) for s in servers}
+        servers += [s for s in found if (s.backend, s.id) not in known]
+        if problem:
+            problems.append(f"{backend.name}: not listed ({problem})")
+    return servers, problems
 
 
 def _doctor(pytest_args: Sequence[str]) -> int:
@@ -174,34 +167,39 @@ def _doctor(pytest_args: Sequence[str]) -> int:
 
 
 def _ps() -> int:
-    servers, docker_problem = _servers()
+    servers, problems = _servers()
     for server in servers:
-        state = ("kept (reuse)" if server.get("reused") else
-                 "session alive" if server["alive"] else "session gone")
-        print(f"{server['kind']:<7}{server['id']:<14}{state:<15}pid {server['session_pid']:<9}"
-              f"{server['what']}")
-    if docker_problem:
-        print(f"docker: not listed ({docker_problem})", file=sys.stderr)
+        print(f"{server.backend:<7}{server.id:<14}{server.state:<15}{server.what}"
+              + (f"  [{server.project}]" if server.project else ""))
+    for problem in problems:
+        print(problem, file=sys.stderr)
     print(f"depfakes: {len(servers)} server(s)")
     return 0
 
 
-def _down(include_live: bool) -> int:
-    from depfakes.backends import local
+def _down(include_live: bool, project: Path | None) -> int:
+    """Remove servers of sessions that are gone; with --project those this project kept
+    too; with --all every server of this host."""
+    from depfakes.backends import sweep_session_dirs
 
-    servers, docker_problem = _servers()
-    removed = local.sweep_dead_local_servers(include_live=include_live)
+    servers, problems = _servers()
+    removed, kept = [], 0
+    root = str(project.resolve()) if project else None
     for server in servers:
-        if server["kind"] == "docker" and (include_live or not server["alive"]):
-            server["container"].remove(force=True, v=True)
-            removed.append(f"container {server['id']}")
+        mine = root is not None and server.project == root and server.state != "session alive"
+        if include_live or server.removable_by_default or mine:
+            server.remove()
+            removed.append(f"{server.backend} {server.id} ({server.what})")
+        else:
+            kept += 1
+    sweep_session_dirs()
     for what in removed:
         print(f"removed {what}")
-    if docker_problem:
-        print(f"docker: skipped ({docker_problem})", file=sys.stderr)
-    kept = sum(1 for s in servers if s["alive"]) if not include_live else 0
-    print(f"depfakes: {len(removed)} removed, {kept} of live sessions kept"
-          + ("" if include_live or not kept else " (--all removes them too)"))
+    for problem in problems:
+        print(problem.replace("not listed", "skipped"), file=sys.stderr)
+    print(f"depfakes: {len(removed)} removed, {kept} kept"
+          + ("" if include_live or not kept else
+             " (--project removes this project's kept servers, --all every one)"))
     return 0
 
 
@@ -213,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("ps", help="list servers depfakes started on this host")
     down = commands.add_parser("down", help="remove servers whose pytest session is gone")
     down.add_argument("--all", action="store_true",
-                      help="also remove servers of sessions that are still running")
+                      help="also remove servers of sessions that are still running, and kept "
+                           "ones, of every project on this host")
+    down.add_argument("--project", nargs="?", const=Path("."), type=Path, default=None,
+                      metavar="DIR", help="also remove the servers this project (default: the "
+                      "current directory) kept with --deps-reuse")
     cassettes = commands.add_parser("cassettes", help="work with HTTP cassettes")
     actions = cassettes.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="find secrets and broken files in cassettes")
@@ -229,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ps":
         return _ps()
     if args.command == "down":
-        return _down(args.all)
+        return _down(args.all, args.project)
 
     checked, findings = check_cassettes(args.paths)
     for finding in findings:

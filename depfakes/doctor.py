@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from depfakes import registry
-from depfakes.backends import BACKENDS
+from depfakes.backends import registered
 from depfakes.state import SPEC_KEY, session_state
 
 # Set by the collection hook, read by the CLI after pytest returns.
@@ -31,7 +31,8 @@ def report(session: pytest.Session) -> None:
     failing = []
     for name in registry.names():
         found = registry.get(name).diagnose(settings)
-        order = [b for b in (*BACKENDS, "fake", "in-process") if b in found]
+        auto = [name for name, backend in registered().items() if backend.auto]
+        order = [b for b in ("fake", "in-process", *auto) if b in found]
         if forced.get(name) in found:
             order = [forced[name]]
         pick = next((b for b in order if found[b][0]), None)

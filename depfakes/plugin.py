@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from depfakes import registry
+from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
 from depfakes.deps import parse_env_lines, verify
@@ -62,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
                              f"dependencies are {', '.join(registry.names())}")
         env_lines = settings.get("env")
         parse_env_lines(env_lines)
+        validate_choices(settings.get("backend"),
+                         {name: registry.get(name) for name in registry.names()})
     except (SettingError, ValueError, DepfakesError) as exc:
         raise pytest.UsageError(f"depfakes: {exc}") from None
     workerinput = getattr(config, "workerinput", {})  # set on pytest-xdist workers

@@ -62,9 +62,15 @@ def get(name: str) -> type[Provider]:
 
 
 def all_settings() -> list[Setting]:
-    settings: list[Setting] = []
+    """Every provider's settings, and those the backends add for server-backed ones."""
+    from depfakes.backends import LAYER_SETTINGS, backend_settings
+
+    settings: list[Setting] = list(LAYER_SETTINGS)
     for name in names():
-        settings.extend(get(name).settings)
+        provider = get(name)
+        settings.extend(provider.settings)
+        if provider.server_info is not None:
+            settings.extend(backend_settings(name, provider.server_info))
     return settings
 
 

@@ -5,9 +5,9 @@ timings the terminal summary reports.
 
 from __future__ import annotations
 
-import os
+import contextlib
+import importlib
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from depfakes import registry
+from depfakes.backends import IMPORT_LOCK, make_session_dir, sweep_session_dirs
 from depfakes.backends.shared import SharedRun
 from depfakes.config import Settings
 from depfakes.errors import DepfakesError
@@ -141,10 +142,12 @@ class Runtime:
         name, version = key
         cls = registry.get(name)
         cls.check_installed()
-        provider = cls()
         began = time.perf_counter()
+        self._preload(cls)
+        provider = cls()
         ctx = StartContext(name=name, version=version, settings=self.settings,
-                           config=self.config, workdir=self._provider_dir(key),
+                           config=self.config, provider_class=cls,
+                           workdir=self._provider_dir(key),
                            shared=self.shared,
                            status=lambda text: self._status_text.__setitem__(key, text))
         with ctx.held:  # xdist: the shared server's lock, taken by ctx.server()
@@ -152,14 +155,25 @@ class Runtime:
         self.start_seconds[key_label(key)] = time.perf_counter() - began
         return provider
 
+    def _preload(self, cls: type[Provider]) -> None:
+        """Import what the start needs, one provider at a time: starts run in parallel
+        threads, and two threads importing the same packages (requests, via docker-py and
+        botocore) can see one half-initialised where no bytecode is cached."""
+        modules = [*cls.requires, *cls.preload]
+        if cls.server_info is not None and self.settings.get("backend").get(
+                cls.name, "auto") in ("auto", "docker"):
+            modules += ["docker", "testcontainers.core.container"]
+        with IMPORT_LOCK:
+            for module in modules:
+                with contextlib.suppress(ImportError):  # reported where it is needed
+                    importlib.import_module(module)
+
     def _provider_dir(self, key: Key) -> Path:
         with self._lock:
             if self._workdir is None:
-                self._workdir = Path(tempfile.mkdtemp(
-                    prefix=f"depfakes-{os.getpid()}-",
-                    dir=self.shared.directory if self.shared else None))
-                # Servers may run as an unprivileged user that must reach their subdirectory.
-                self._workdir.chmod(0o755)
+                sweep_session_dirs()  # what killed sessions of this host left behind
+                self._workdir = make_session_dir(
+                    "depfakes-session-", self.shared.directory if self.shared else None)
         path = self._workdir / key_label(key).replace(":", "-")
         path.mkdir(exist_ok=True)
         return path

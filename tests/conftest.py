@@ -7,7 +7,16 @@ import time
 
 import pytest
 
+from tests.servers import postgres_server as start_postgres_server
+
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server the tests start themselves, for the url backend."""
+    with start_postgres_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -144,7 +144,8 @@ def test_ps_and_down_for_killed_and_live_sessions(holder, tmp_path):
         assert any("session alive" in r and f"pid {live.pid} " in r for r in rows), ps.stdout
         down = run("down", cwd=tmp_path)
         assert "removed local " in down.stdout
-        assert "1 of live sessions kept (--all removes them too)" in down.stdout
+        assert "1 kept (--project removes this project's kept servers, --all every one)" \
+            in down.stdout
         rows = run("ps", cwd=tmp_path).stdout
         assert f"pid {killed.pid} " not in rows
         assert f"pid {live.pid} " in rows
@@ -171,7 +172,7 @@ def test_doctor_says_what_serves_and_fails_for_a_declared_dependency(project, py
     out = result.stdout
     assert "postgres   declared by 1 test(s)      -> NO BACKEND" in out
     assert "    url         no   set DEPFAKES_POSTGRES_URL to use an existing server" in out
-    assert "    docker      no   the Docker daemon is not reachable" in out
+    assert "    docker      no   the Docker engine at unix:///nonexistent/docker.sock is not reachable" in out
     assert "redis      declared by 1 test(s)      -> fake" in out
     assert "depfakes doctor: postgres cannot run here, but tests declare it" in out
 

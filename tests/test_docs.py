@@ -62,6 +62,9 @@ def test_python_blocks_run(page, pytester):
     for header, body in _headers(page):
         if not header["before"]:
             files[header["name"]] = files.get(header["name"], "") + body + "\n"
+    for lang, body in blocks(page):  # an ini block headed "# pytest.ini" is the project's
+        if lang == "ini" and body.startswith("# pytest.ini\n"):
+            files["pytest.ini"] = body
     for name, text in files.items():
         (pytester.path / name).write_text(text)
     # Not strict: the MongoDB page's tests skip where no MongoDB can run (this machine).

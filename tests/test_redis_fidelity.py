@@ -96,6 +96,6 @@ def test_unknown_redis_backend(project, pytester):
             pass
     """)
     result = pytester.runpytest_subprocess("--deps-backend", "redis=local")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--deps-backend redis=local: choose fake (fakeredis, the "
-                                 "default) or docker (a real Redis, for fidelity runs)"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--deps-backend redis=local: 'redis' can use auto, fake, "
+                                 "docker"])

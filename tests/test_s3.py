@@ -9,7 +9,9 @@ S3_TESTS = """
     import pytest
 
     REAL = {"AWS_ACCESS_KEY_ID": "AKIAREALREALREAL", "AWS_SECRET_ACCESS_KEY": "real-secret",
-            "AWS_PROFILE": "production", "AWS_SESSION_TOKEN": "real-token"}
+            "AWS_PROFILE": "production", "AWS_SESSION_TOKEN": "real-token",
+            "AWS_ACCESS_KEY": "AKIALEGACYLEGACY", "AWS_SECRET_KEY": "legacy-secret",
+            "BOTO_CONFIG": "/home/me/.boto"}
 
     @pytest.mark.deps("s3")
     @pytest.mark.parametrize("n", range(3))
@@ -67,6 +69,7 @@ def test_s3(project, pytester, monkeypatch):
     project(S3_TESTS)
     for var, value in {"AWS_ACCESS_KEY_ID": "AKIAREALREALREAL",
                        "AWS_SECRET_ACCESS_KEY": "real-secret", "AWS_PROFILE": "production",
-                       "AWS_SESSION_TOKEN": "real-token"}.items():
+                       "AWS_SESSION_TOKEN": "real-token", "AWS_ACCESS_KEY": "AKIALEGACYLEGACY",
+                       "AWS_SECRET_KEY": "legacy-secret", "BOTO_CONFIG": "/home/me/.boto"}.items():
         monkeypatch.setenv(var, value)
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=8)

@@ -1,76 +1,245 @@
 """The ``docker`` backend: a container started through testcontainers.
 
-Containers publish their port on 127.0.0.1 only and carry labels naming the session,
-its process and host, so that a later session can remove what a killed one left behind
-(without Ryuk) and never touches a container whose session is still alive.
+The engine is the one testcontainers would use (``DOCKER_HOST``, the docker context,
+``TESTCONTAINERS_HOST_OVERRIDE``), and a container is reached at the address it gives
+(``get_container_host_ip``), not assumed to be on 127.0.0.1: on a local engine ports
+are published on loopback only; on a remote one (``tcp://docker:2375``) on the engine's
+interfaces, so servers get a generated password instead of trust.
+
+Containers carry labels naming the dependency, the session, its process and host
+identity, so a later session removes what a killed one left behind (without Ryuk).
+A container of another host is judged by its lease inside the server, never by a pid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from depfakes.backends import OWNER, BackendUnavailable, Server, last_lines, pid_alive
+from depfakes.backends import (
+    IMPORT_LOCK,
+    OWNER,
+    Backend,
+    BackendUnavailable,
+    Listed,
+    Server,
+    ServerInfo,
+    ServerSpec,
+    fingerprint,
+    last_lines,
+    owner_alive,
+    reuse_key,
+)
+from depfakes.config import Setting
+
+if TYPE_CHECKING:
+    from depfakes.config import Settings
+    from depfakes.providers.base import Provider, StartContext
 
 LABEL_PREFIX = "io.depfakes"
 LABEL_SESSION = f"{LABEL_PREFIX}.session"
 LABEL_PID = f"{LABEL_PREFIX}.pid"
-LABEL_HOST = f"{LABEL_PREFIX}.host"
+LABEL_HOST = f"{LABEL_PREFIX}.host"          # host identity (see backends.OWNER)
+LABEL_HOSTNAME = f"{LABEL_PREFIX}.hostname"  # for people reading `depfakes ps`
 LABEL_CONFIG = f"{LABEL_PREFIX}.config"
 LABEL_REUSE = f"{LABEL_PREFIX}.reuse"
+LABEL_PROJECT = f"{LABEL_PREFIX}.project"
+LABEL_DEPENDENCY = f"{LABEL_PREFIX}.dependency"
+LABEL_SECRET = f"{LABEL_PREFIX}.secret"  # a kept server's password, for the next session
+_LOCALHOSTS = {"localhost", "127.0.0.1", "::1"}
+# A container younger than this may not hold its lease yet: never judged by it.
+_LEASE_GRACE_SECONDS = 60.0
 
 
-@dataclass
-class ContainerSpec:
-    image: str
-    port: int
-    env: Mapping[str, str] = field(default_factory=dict)
-    command: list[str] = field(default_factory=list)
-    tmpfs: Mapping[str, str] = field(default_factory=dict)
-    # Called with (host, port) until it returns True; exceptions count as "not yet".
-    ready: Callable[[str, int], bool] = lambda host, port: True
-    timeout: float = 60.0
-    config_hash: str = ""
-    # With --deps-reuse: the container outlives the session, and a later session with the
-    # same key (same project, same definition) adopts it instead of starting another.
-    reuse_key: str | None = None
+class DockerBackend(Backend):
+    name = "docker"
+    summary = "a container through testcontainers"
+
+    @classmethod
+    def settings_for(cls, dependency: str, info: ServerInfo) -> tuple[Setting, ...]:
+        return (Setting(f"{dependency}_image", f"Docker image for the docker backend "
+                        f"(default {info.image}); a version pin such as "
+                        f"\"{dependency}:N\" replaces its tag.", default=info.image),)
+
+    @classmethod
+    def diagnose(cls, provider: type[Provider], settings: Settings) -> tuple[bool, str]:
+        return diagnose_image(settings.get(f"{provider.name}_image"))
+
+    def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
+        configured = ctx.settings.get(f"{spec.dependency}_image")
+        image = pinned_image(configured, spec.version,
+                             suffix=spec.info.pin_suffix if configured == spec.info.image
+                             else "")
+        client = docker_client()
+        sweep_dead_sessions(client, spec)
+        key = reuse_key(spec, ctx, "docker", image)
+        if key is None:
+            return _start(client, spec, image, ctx, None)
+        with _reuse_lock(key):  # two sessions starting at once: one starts, one adopts
+            return _adopt(client, spec, image, key) or _start(client, spec, image, ctx, key)
+
+    @classmethod
+    def listing(cls) -> tuple[list[Listed], str | None]:
+        try:
+            client = docker_client()
+        except BackendUnavailable as exc:
+            return [], str(exc)
+        found = []
+        for container in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
+            labels = container.labels
+            alive = owner_alive(labels.get(LABEL_HOST, ""), int(labels.get(LABEL_PID, "0")))
+            state = ("kept (reuse)" if LABEL_REUSE in labels else "other host" if alive is None
+                     else "session alive" if alive else "session gone")
+            tags = container.image.tags
+            found.append(Listed(
+                "docker", container.short_id, state,
+                f"pid {labels.get(LABEL_PID, '-'):<9}"
+                f"{tags[0] if tags else container.image.short_id} ({container.status}, on "
+                f"{labels.get(LABEL_HOSTNAME, '?')})",
+                labels.get(LABEL_PROJECT, ""),
+                remove=functools.partial(_remove_wrapped, container)))
+        return found, None
+
+    @classmethod
+    def stop_recorded(cls, record: Mapping[str, Any]) -> None:
+        remove_container(record["container"])
 
 
-_IMPORT_LOCK = threading.Lock()
+def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
+           key: str | None) -> Server:
+    """Start a container for ``spec`` and wait until it is ready; remove it on failure."""
+    ensure_image(client, image)
+    from testcontainers.core.container import DockerContainer
+
+    secret = secrets.token_urlsafe(18)
+    container = DockerContainer(image)
+    for name, value in spec.env(secret).items():
+        container.with_env(name, value)
+    command = spec.command(secret)
+    if command:
+        container.with_command(command)
+    # docker-py takes (ip,) for "this ip, any free port": loopback for a local engine
+    # (never reachable from other machines), every interface of a remote one.
+    bind = "127.0.0.1" if _engine_is_local(client) else "0.0.0.0"
+    container.ports[f"{spec.info.port}/tcp"] = (bind,)  # type: ignore[assignment]
+    for path, options in spec.tmpfs.items():
+        container.with_tmpfs_mount(path, options or None)
+    labels = _labels(spec, ctx, image)
+    if key:  # no pid label: sweeps of dead sessions must not remove it
+        del labels[LABEL_PID]
+        labels[LABEL_REUSE] = key
+        labels[LABEL_SECRET] = secret
+    container.with_kwargs(labels=labels)
+    try:
+        with _without_ryuk():
+            container.start()
+        host, port = _address(container.get_wrapped_container(), spec.info.port)
+        url = spec.url(host, port, secret)
+        _wait_ready(container.get_wrapped_container(), spec, image, url, ctx)
+    except BaseException:
+        _remove(container)
+        raise
+    wrapped = container.get_wrapped_container()
+    return Server(
+        backend="docker", host=host, port=port, url=url,
+        description=f"docker {image} (container {wrapped.short_id}"
+                    f"{', kept for reuse' if key else ''} at {host}:{port})",
+        stop=(lambda: None) if key else (lambda: _remove(container)),
+        logs=_logs_of(wrapped),
+        record={} if key else {"container": wrapped.id},
+    )
+
+
+def _labels(spec: ServerSpec, ctx: StartContext, image: str) -> dict[str, str]:
+    return {LABEL_SESSION: OWNER.session, LABEL_PID: str(OWNER.pid), LABEL_HOST: OWNER.host,
+            LABEL_HOSTNAME: socket.gethostname(), LABEL_DEPENDENCY: spec.dependency,
+            LABEL_PROJECT: str(ctx.config.rootpath),
+            LABEL_CONFIG: fingerprint(image, *spec.definition)}
+
+
+def _adopt(client: Any, spec: ServerSpec, image: str, key: str) -> Server | None:
+    """The running container a previous session kept for this reuse key, if it answers."""
+    for wrapped in client.containers.list(filters={"label": f"{LABEL_REUSE}={key}"}):
+        try:
+            host, port = _address(wrapped, spec.info.port)
+            url = spec.url(host, port, wrapped.labels.get(LABEL_SECRET))
+            spec.ready(url)
+        except Exception:  # not ready or half gone: start a fresh one instead
+            continue
+        return Server("docker", host, port, url,
+                      f"docker {image} (container {wrapped.short_id}, reused, at "
+                      f"{host}:{port})", logs=_logs_of(wrapped))
+    return None
+
+
+@contextlib.contextmanager
+def _reuse_lock(key: str) -> Iterator[None]:
+    import tempfile
+
+    from filelock import FileLock
+
+    with FileLock(str(Path(tempfile.gettempdir()) / f"depfakes-reuse-{key}.lock")):
+        yield
 
 
 def import_docker() -> Any:
     """docker-py, imported under a lock: servers start in parallel threads, and two threads
     importing docker's submodules at once can see it half-initialised."""
-    with _IMPORT_LOCK:
+    with IMPORT_LOCK:
         try:
             import docker
             import docker.transport.unixconn
-            import testcontainers.core.container  # noqa: F401 - same lock for its import
+            import testcontainers.core.container
+            import testcontainers.core.docker_client  # noqa: F401
         except ImportError as exc:
             raise BackendUnavailable(
                 f"docker-py/testcontainers could not be imported ({exc}); pip install "
-                "'depfakes[postgres]'") from None
+                "'depfakes[postgres]' (or testcontainers)") from None
     return docker
 
 
 def docker_client() -> Any:
-    """A docker-py client, or BackendUnavailable saying why the daemon can't be reached."""
-    docker = import_docker()
+    """A docker-py client for the engine testcontainers would use (DOCKER_HOST, the docker
+    context), or BackendUnavailable saying why it can't be reached."""
+    import_docker()
+    from testcontainers.core.docker_client import DockerClient
+
     try:
-        client = docker.from_env(timeout=10)
+        client = DockerClient(timeout=10).client
         client.ping()
     except Exception as exc:
+        where = os.environ.get("DOCKER_HOST") or "the local socket"
         raise BackendUnavailable(
-            f"the Docker daemon is not reachable ({_short(exc)}); start Docker or set "
-            "DOCKER_HOST"
-        ) from None
+            f"the Docker engine at {where} is not reachable ({_short(exc)}); start Docker "
+            "or set DOCKER_HOST") from None
     return client
+
+
+def _engine_is_local(client: Any) -> bool:
+    return _engine_host(client) in _LOCALHOSTS
+
+
+def _engine_host(client: Any) -> str:
+    """Where the engine's published ports are, by testcontainers' rules."""
+    from testcontainers.core.config import testcontainers_config
+
+    override = testcontainers_config.tc_host_override
+    if override:
+        return str(override)
+    from urllib.parse import urlsplit
+
+    url = urlsplit(str(client.api.base_url))
+    if url.scheme in ("http", "https", "tcp") and url.hostname and url.hostname != "localnpipe":
+        return str(url.hostname)
+    return "127.0.0.1"
 
 
 def ensure_image(client: Any, image: str) -> None:
@@ -88,51 +257,6 @@ def ensure_image(client: Any, image: str) -> None:
             f"image {image} is not present locally and could not be pulled ({_short(exc)}); "
             "pull or build it, or point depfakes at an image you have"
         ) from None
-
-
-def start_container(spec: ContainerSpec) -> Server:
-    """Start ``spec`` and wait until it is ready; remove it again on any failure."""
-    client = docker_client()
-    sweep_dead_sessions(client)
-    if spec.reuse_key:
-        adopted = _adopt(client, spec)
-        if adopted is not None:
-            return adopted
-    ensure_image(client, spec.image)
-    from testcontainers.core.container import DockerContainer
-
-    container = DockerContainer(spec.image)
-    for key, value in spec.env.items():
-        container.with_env(key, value)
-    if spec.command:
-        container.with_command(spec.command)
-    # Published on loopback only: never reachable from other machines.
-    # docker-py takes (ip,) for "this ip, any free port"; testcontainers' hint is narrower.
-    container.ports[f"{spec.port}/tcp"] = ("127.0.0.1",)  # type: ignore[assignment]
-    for path, options in spec.tmpfs.items():
-        container.with_tmpfs_mount(path, options or None)
-    labels = session_labels(spec.config_hash)
-    if spec.reuse_key:  # no pid label: sweeps of dead sessions must not remove it
-        del labels[LABEL_PID]
-        labels[LABEL_REUSE] = spec.reuse_key
-    container.with_kwargs(labels=labels)
-    try:
-        with _without_ryuk():
-            container.start()
-        host_port = _published_port(container.get_wrapped_container(), spec.port)
-        _wait_ready(container, spec, host_port)
-    except BaseException:
-        _remove(container)
-        raise
-    wrapped = container.get_wrapped_container()
-    return Server(
-        backend="docker", host="127.0.0.1", port=host_port,
-        description=f"docker {spec.image} (container {wrapped.short_id}"
-                    f"{', kept for reuse' if spec.reuse_key else ''})",
-        stop=(lambda: None) if spec.reuse_key else (lambda: _remove(container)),
-        logs=lambda: _logs(container),
-        record={} if spec.reuse_key else {"container": wrapped.id},
-    )
 
 
 @contextlib.contextmanager
@@ -162,23 +286,8 @@ _RYUK_LOCK = threading.Lock()
 _RYUK_USERS: list[bool] = []
 
 
-def _adopt(client: Any, spec: ContainerSpec) -> Server | None:
-    """The running container a previous session left for this reuse key, if it answers."""
-    for wrapped in client.containers.list(filters={"label": f"{LABEL_REUSE}={spec.reuse_key}"}):
-        try:
-            port = _published_port(wrapped, spec.port)
-            if spec.ready("127.0.0.1", port):
-                return Server(
-                    backend="docker", host="127.0.0.1", port=port,
-                    description=f"docker {spec.image} (container {wrapped.short_id}, reused)",
-                    stop=lambda: None, logs=_logs_of(wrapped))
-        except Exception:  # not ready or half gone: start a fresh one instead
-            continue
-    return None
-
-
 def diagnose_image(image: str) -> tuple[bool, str]:
-    """Can the docker backend serve ``image`` here? Checks the daemon and the image."""
+    """Can the docker backend serve ``image`` here? Checks the engine and the image."""
     try:
         client = docker_client()
     except BackendUnavailable as exc:
@@ -201,49 +310,78 @@ def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
     return f"{repo}:{version}{suffix}"
 
 
-def session_labels(config_hash: str = "") -> dict[str, str]:
-    return {LABEL_SESSION: OWNER.session, LABEL_PID: str(OWNER.pid),
-            LABEL_HOST: socket.gethostname(), LABEL_CONFIG: config_hash}
-
-
-def sweep_dead_sessions(client: Any) -> list[str]:
-    """Remove containers left by depfakes sessions on this host whose process is gone."""
+def sweep_dead_sessions(client: Any, spec: ServerSpec | None = None) -> list[str]:
+    """Remove containers of depfakes sessions that are gone: on this host by their pid;
+    of another host (a shared engine) only when ``spec``'s lease says nobody holds them."""
     removed = []
-    host = socket.gethostname()
     for container in client.containers.list(all=True, filters={"label": LABEL_PID}):
-        labels = container.labels
-        if labels.get(LABEL_HOST) != host or pid_alive(int(labels.get(LABEL_PID, "0"))):
-            continue
-        with contextlib.suppress(Exception):  # another session may be sweeping it too
-            container.remove(force=True, v=True)
-            removed.append(container.short_id)
+        if _owner_gone(container, spec):
+            with contextlib.suppress(Exception):  # another session may be sweeping it too
+                container.remove(force=True, v=True)
+                removed.append(container.short_id)
     return removed
 
 
-def _published_port(container: Any, port: int) -> int:
+def _owner_gone(container: Any, spec: ServerSpec | None) -> bool:
+    labels = container.labels
+    alive = owner_alive(labels.get(LABEL_HOST, ""), int(labels.get(LABEL_PID, "0")))
+    if alive is not None:
+        return not alive
+    if spec is None or spec.lease is None or labels.get(LABEL_DEPENDENCY) != spec.dependency:
+        return False
+    if time.time() - _created(container) < _LEASE_GRACE_SECONDS:
+        return False
+    if container.status != "running":
+        return True
+    try:
+        host, port = _address(container, spec.info.port)
+        url = spec.url(host, port, labels.get(LABEL_SECRET))
+        return not spec.lease.held(url, labels[LABEL_SESSION])
+    except Exception:  # cannot tell: leave it
+        return False
+
+
+def _created(container: Any) -> float:
+    from datetime import datetime
+
+    text = str(container.attrs.get("Created", ""))[:26].rstrip("Z")
+    try:
+        return datetime.fromisoformat(text + "+00:00").timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _address(container: Any, port: int) -> tuple[str, int]:
+    """Where this machine reaches the container's ``port``: the engine's host and the
+    published port."""
     container.reload()
     bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
     for binding in bindings:
-        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
-            return int(binding["HostPort"])
-    raise BackendUnavailable(f"container port {port} was not published on 127.0.0.1")
+        if binding.get("HostPort"):
+            host = _engine_host(container.client)
+            if binding.get("HostIp") in ("127.0.0.1", "::1") and host not in _LOCALHOSTS:
+                continue  # published on the engine's loopback: not reachable from here
+            return host, int(binding["HostPort"])
+    raise BackendUnavailable(f"container port {port} is not published where this machine "
+                             "can reach it")
 
 
-def _wait_ready(container: Any, spec: ContainerSpec, host_port: int) -> None:
-    deadline = time.monotonic() + spec.timeout
+def _wait_ready(wrapped: Any, spec: ServerSpec, image: str, url: str,
+                ctx: StartContext) -> None:
+    timeout = ctx.settings.get("start_timeout")
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            if spec.ready("127.0.0.1", host_port):
+            if spec.ready(url) is not False:
                 return
-        wrapped = container.get_wrapped_container()
         wrapped.reload()
         if wrapped.status in ("exited", "dead"):
-            raise RuntimeError(f"container from {spec.image} exited before it was ready "
+            raise RuntimeError(f"container from {image} exited before it was ready "
                                f"(status {wrapped.status}). Last log lines:\n"
-                               f"{last_lines(_logs(container))}")
+                               f"{last_lines(_logs_of(wrapped)())}")
         time.sleep(0.02)  # testcontainers' 1 s default would dominate start-up
-    raise TimeoutError(f"{spec.image} was not ready within {spec.timeout:g} s. "
-                       f"Last log lines:\n{last_lines(_logs(container))}")
+    raise TimeoutError(f"{image} was not ready within {timeout:g} s. "
+                       f"Last log lines:\n{last_lines(_logs_of(wrapped)())}")
 
 
 def _logs_of(wrapped: Any) -> Callable[[], str]:
@@ -255,10 +393,6 @@ def _logs_of(wrapped: Any) -> Callable[[], str]:
             return f"(logs unavailable: {_short(exc)})"
 
     return logs
-
-
-def _logs(container: Any) -> str:
-    return _logs_of(container.get_wrapped_container())()
 
 
 def remove_container(container_id: str) -> None:

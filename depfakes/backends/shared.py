@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from depfakes.backends import OWNER, Server
+from depfakes.backends import OWNER, Server, make_session_dir, registered
 
 WORKERINPUT_KEY = "depfakes_shared"
 
@@ -39,9 +39,7 @@ class SharedRun:
     @classmethod
     def create(cls) -> SharedRun:
         """The controller's side: a fresh directory, owned by this process's session."""
-        directory = Path(tempfile.mkdtemp(prefix="depfakes-xdist-"))
-        directory.chmod(0o755)
-        return cls(directory, OWNER.session, OWNER.pid)
+        return cls(make_session_dir("depfakes-xdist-"), OWNER.session, OWNER.pid)
 
     def to_workerinput(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "session": self.session, "pid": self.pid}
@@ -67,36 +65,29 @@ class SharedRun:
         path = self.directory / f"{_safe(name)}.json"
         if path.exists():
             data = json.loads(path.read_text())
-            return Server(data["backend"], data["host"], data["port"],
+            return Server(data["backend"], data["host"], data["port"], data["url"],
                           f"{data['description']}, shared by the xdist workers",
                           record=data["record"], shared=True)
         server = start()
-        path.write_text(json.dumps({"backend": server.backend, "host": server.host,
-                                    "port": server.port, "description": server.description,
+        # 0600: the record holds the server's URL with its password.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(json.dumps({"backend": server.backend, "host": server.host,
+                                    "port": server.port, "url": server.url,
+                                    "description": server.description,
                                     "record": server.record}))
         return replace(server, stop=lambda: None, shared=True)
 
     def stop_all(self) -> None:
         """The controller's side, after the workers: stop every shared server, remove files."""
         for path in sorted(self.directory.glob("*.json")):
-            record = json.loads(path.read_text())["record"]
+            data = json.loads(path.read_text())
             try:
-                _stop_recorded(record)
+                if data["record"]:
+                    registered()[data["backend"]].stop_recorded(data["record"])
             except Exception as exc:  # one server's failure must not leak the others
                 warnings.warn(f"depfakes: stopping shared server {path.stem} failed: {exc!r}",
                               stacklevel=1)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _stop_recorded(record: dict[str, Any]) -> None:
-    if "container" in record:
-        from depfakes.backends import docker
-
-        docker.remove_container(record["container"])
-    elif "server_pid" in record:
-        from depfakes.backends import local
-
-        local.stop_recorded(record["server_pid"], record["workdir"], record["entry"])
 
 
 def _safe(name: str) -> str:

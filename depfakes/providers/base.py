@@ -23,7 +23,7 @@ from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError, MissingExtra
 
 if TYPE_CHECKING:
-    from depfakes.backends import Server
+    from depfakes.backends import LocalRecipe, Server, ServerInfo
     from depfakes.backends.shared import SharedRun
 
 _MISSING: Any = object()
@@ -69,6 +69,7 @@ class StartContext:
     version: str | None
     settings: Settings
     config: pytest.Config
+    provider_class: type[Provider]
     # A directory for this provider's files for the session (sockets, data dirs, logs).
     workdir: Path
     extras: dict[str, Any] = field(default_factory=dict)
@@ -124,10 +125,15 @@ class Provider(ABC):
     # Importable modules the provider needs, and the pip extra that brings them.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    # More modules its start imports (imported first, one provider at a time).
+    preload: ClassVar[tuple[str, ...]] = ()
     # Whether ``"name:version"`` pins mean anything for this provider.
     accepts_version: ClassVar[bool] = False
     # The server it runs on, once started, for the "ready" line (None: in-process fake).
     description: str | None = None
+    # The kind of real server it needs (None: in-process only). Backends add their
+    # settings for it (postgres_url, postgres_image...) and serve it through obtain().
+    server_info: ClassVar[ServerInfo | None] = None
 
     @classmethod
     def check_installed(cls) -> None:
@@ -158,7 +164,24 @@ class Provider(ABC):
             cls.check_installed()
         except MissingExtra as exc:
             return {"in-process": (False, str(exc))}
-        return {"in-process": (True, f"{', '.join(cls.requires) or 'nothing'} installed")}
+        if cls.server_info is None:
+            return {"in-process": (True, f"{', '.join(cls.requires) or 'nothing'} installed")}
+        from depfakes.backends import registered
+
+        return {name: backend.diagnose(cls, settings)
+                for name, backend in registered().items() if backend.serves(cls)}
+
+    @classmethod
+    def local_recipe(cls, version: str | None, settings: Settings) -> LocalRecipe:
+        """How to run this dependency's server from local binaries; providers that can
+        override it (BackendUnavailable when the binaries are missing)."""
+        from depfakes.backends import BackendUnavailable
+
+        raise BackendUnavailable(f"{cls.name} cannot run from local binaries")
+
+    @classmethod  # noqa: B027 - optional hook
+    def probe(cls, url: str) -> None:
+        """Connect to a server at ``url`` once (``depfakes doctor``); raise if it fails."""
 
     def start(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
         """Prepare session-level state. Runs once, in a background thread."""

@@ -116,6 +116,7 @@ class HttpProvider(Provider):
     name = "http"
     handle_type = HttpHandle
     requires = ("respx", "httpx", "pytest_httpserver", "vcr")
+    preload = ("requests", "docker", "yaml")
     extra = "http"
     settings = (
         Setting("record_mode", "Cassette record mode: none (default: replay only, nothing "

@@ -15,7 +15,8 @@ import queue
 import re
 import subprocess
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,17 +26,17 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from depfakes.backends import (
+    OWNER,
     SESSION_ID,
     BackendUnavailable,
-    Server,
-    fingerprint,
-    select_backend,
+    LocalLaunch,
+    LocalRecipe,
+    ServerInfo,
+    ServerSpec,
+    obtain,
 )
-from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
-from depfakes.backends.url import diagnose_url, require_url, server_from_url
 from depfakes.config import Setting, Settings
-from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext, run_init_target
 
 if TYPE_CHECKING:
@@ -101,17 +102,100 @@ class MongoHandle:
         return f"<MongoHandle {self.dbname}>"
 
 
+class HeartbeatLease:
+    """A session's lease on a MongoDB server: a document in ``depfakes_leases`` renewed
+    every few seconds by the owner; it lapses by itself when the owner dies, on whatever
+    machine it ran (MongoDB has no lock that dies with a connection)."""
+
+    TTL = 60.0
+
+    def hold(self, url: str, sessions: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._held(url, sessions)
+
+    @contextlib.contextmanager
+    def _held(self, url: str, sessions: Sequence[str]) -> Iterator[None]:
+        from pymongo import MongoClient
+
+        client: MongoClient[Any] = MongoClient(url)
+        leases = client[LEASE_DB]["leases"]
+        done = threading.Event()
+
+        def renew() -> None:
+            for session in sessions:
+                leases.replace_one({"_id": session}, {"_id": session,
+                                                      "expires": time.time() + self.TTL},
+                                   upsert=True)
+
+        def keep_renewing() -> None:
+            while not done.wait(self.TTL / 6):
+                with contextlib.suppress(Exception):  # the server may be going away
+                    renew()
+
+        renew()
+        thread = threading.Thread(target=keep_renewing, name="depfakes-mongo-lease",
+                                  daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=10)
+            with contextlib.suppress(Exception):
+                leases.delete_many({"_id": {"$in": list(sessions)}})
+            client.close()
+
+    def held(self, url: str, session: str) -> bool:
+        from pymongo import MongoClient
+
+        client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=5000)
+        try:
+            return _lease_held(client, session)
+        finally:
+            client.close()
+
+
+LEASE_DB = "depfakes_leases"
+_OWNED = re.compile(r"dft_([0-9a-f]{12})_\w+")
+
+
+def _lease_held(client: MongoClient[Any], session: str) -> bool:
+    return client[LEASE_DB]["leases"].find_one(
+        {"_id": session, "expires": {"$gt": time.time()}}) is not None
+
+
+class Mongod(LocalRecipe):
+    """MongoDB from a ``mongod`` binary on PATH."""
+
+    def __init__(self, version: str | None) -> None:
+        mongod = local_backend.find_binary("mongod")
+        if mongod is None:
+            raise BackendUnavailable("no mongod on PATH; install the MongoDB server or use "
+                                     "Docker or DEPFAKES_MONGO_URL")
+        self.mongod, self.version = mongod, _binary_version(str(mongod))
+        MongoProvider._check_version(self.version, version, f"{mongod} (version "
+                                     f"{self.version})")
+        self.identity = f"{mongod} (version {self.version})"
+
+    def prepare(self, workdir: Path, port: int, user: Any) -> LocalLaunch:
+        dbpath = workdir / "db"
+        dbpath.mkdir()
+        command = [str(self.mongod), "--dbpath", str(dbpath), "--port", str(port),
+                   "--bind_ip", "127.0.0.1", "--setParameter",
+                   "diagnosticDataCollectionEnabled=false"]
+        if _older_than(self.version, (6, 1)):
+            command.append("--nojournal")
+        return LocalLaunch(command, f"mongodb://127.0.0.1:{port}/",
+                           f"local {self.mongod} (port {port})")
+
+
 class MongoProvider(Provider):
     name = "mongo"
     handle_type = MongoHandle
     requires = ("pymongo",)
     extra = "mongo"
     accepts_version = True
+    server_info = ServerInfo(image=DEFAULT_IMAGE, port=27017, url_scheme="mongodb")
     settings = (
-        Setting("mongo_url", "An existing MongoDB server to use (mongodb:// URL of a user "
-                "allowed to create and drop databases); selects the url backend."),
-        Setting("mongo_image", f"Docker image for the docker backend (default {DEFAULT_IMAGE})"
-                "; a version pin such as \"mongo:7.0\" replaces its tag.", default=DEFAULT_IMAGE),
         Setting("mongo_init", "module:callable run once on the template database (a pymongo "
                 "Database), like the pytest_depfakes_mongo_init hook.", cli=False),
     )
@@ -123,28 +207,18 @@ class MongoProvider(Provider):
             raise ValueError(f"'mongo:{version}': a MongoDB version is like 7.0 or 8")
 
     @classmethod
-    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
-        found = {"url": diagnose_url(settings.get("mongo_url"), "DEPFAKES_MONGO_URL", 27017,
-                                     lambda url: _ping(url, timeout_ms=3000))}
-        found["docker"] = docker_backend.diagnose_image(settings.get("mongo_image"))
-        mongod = local_backend.find_binary("mongod")
-        try:
-            if mongod is None:
-                raise BackendUnavailable("no mongod on PATH; install the MongoDB server")
-            found["local"] = (True, f"{mongod} (version {_binary_version(str(mongod))})")
-        except BackendUnavailable as exc:  # e.g. a mongod that cannot say its version
-            found["local"] = (False, str(exc))
-        return found
+    def local_recipe(cls, version: str | None, settings: Settings) -> LocalRecipe:
+        return Mongod(version)
+
+    @classmethod
+    def probe(cls, url: str) -> None:
+        _ping(url, timeout_ms=3000)
 
     def start(self, ctx: StartContext) -> None:
         from pymongo import MongoClient
 
-        self._server, self._server_url = select_backend(
-            "mongo", ctx.settings.get("backend").get("mongo", "auto"), {
-                "url": lambda: self._start_url(ctx),
-                "docker": lambda: self._start_docker(ctx),
-                "local": lambda: self._start_local(ctx),
-            })
+        self._server = obtain(self._spec(ctx), ctx)
+        self._server_url = self._server.url
         self.description = self._server.description
         self._client: MongoClient[Any] = MongoClient(self._server_url)
         self._session = SESSION_ID
@@ -154,6 +228,7 @@ class MongoProvider(Provider):
                                          daemon=True)
         self._dropper.start()
         try:
+            self._drop_databases_of_gone_sessions()
             self._template = self._build_template(ctx)
         except BaseException:
             self.stop()
@@ -178,43 +253,22 @@ class MongoProvider(Provider):
             self._client.close()
         self._server.stop()
 
-    # --- backends -----------------------------------------------------------------------
+    # --- server -------------------------------------------------------------------------
 
-    def _start_url(self, ctx: StartContext) -> tuple[Server, str]:
-        url = require_url(ctx.settings.get("mongo_url"), "DEPFAKES_MONGO_URL")
-        server = server_from_url(url, 27017)
-        try:
-            _ping(url, timeout_ms=3000)
-        except Exception as exc:
-            raise DepfakesError(f"DEPFAKES_MONGO_URL ({server.description}) does not answer: "
-                                f"{str(exc).splitlines()[0]}") from None
-        self._check_version(_server_version(url), ctx.version, server.description)
-        return server, url
-
-    def _start_docker(self, ctx: StartContext) -> tuple[Server, str]:
-        image = docker_backend.pinned_image(ctx.settings.get("mongo_image"), ctx.version)
-        spec = docker_backend.ContainerSpec(
-            image=image, port=27017,
+    def _spec(self, ctx: StartContext) -> ServerSpec:
+        return ServerSpec(
+            dependency="mongo", version=ctx.version, info=self.server_info,
+            url=lambda host, port, secret: f"mongodb://{host}:{port}/",
+            ready=lambda url: _ping(url, timeout_ms=500),
             # Journaling can only be turned off before 6.1; tmpfs makes it cheap anyway.
-            command=["--nojournal"] if _older_than(ctx.version, (6, 1)) else [],
+            command=lambda secret: ["--nojournal"] if _older_than(ctx.version, (6, 1)) else [],
             tmpfs={"/data/db": ""},
-            ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
-            timeout=ctx.settings.get("start_timeout"),
-            config_hash=fingerprint(image, "mongo"),
+            local=lambda: Mongod(ctx.version),
+            lease=HeartbeatLease(),
+            definition=("mongo",),
+            check=lambda server: self._check_version(_server_version(server.url), ctx.version,
+                                                     server.description),
         )
-        server = ctx.server(f"mongo docker {image}", lambda: docker_backend.start_container(spec))
-        return server, f"mongodb://{server.host}:{server.port}/"
-
-    def _start_local(self, ctx: StartContext) -> tuple[Server, str]:
-        mongod = local_backend.find_binary("mongod")
-        if mongod is None:
-            raise BackendUnavailable("no mongod on PATH; install the MongoDB server or use "
-                                     "Docker or DEPFAKES_MONGO_URL")
-        version = _binary_version(str(mongod))
-        self._check_version(version, ctx.version, f"{mongod} (version {version})")
-        server = ctx.server(f"mongo local {mongod}",
-                            lambda: _spawn_local(ctx, mongod, version))
-        return server, f"mongodb://{server.host}:{server.port}/"
 
     @staticmethod
     def _check_version(found: str, pinned: str | None, where: str) -> None:
@@ -225,6 +279,20 @@ class MongoProvider(Provider):
                 f"mongo:{pinned} was pinned but {where} is MongoDB {found}"
                 + ("; it is too old for the pin" if older else "")
                 + "; change the pin or the server")
+
+    def _drop_databases_of_gone_sessions(self) -> None:
+        """Drop databases of sessions whose lease lapsed, on whatever machine they ran."""
+        gone: dict[str, bool] = {}
+        for name in self._client.list_database_names():
+            match = _OWNED.fullmatch(name)
+            if not match or match.group(1) in OWNER.sessions():
+                continue
+            session = match.group(1)
+            if session not in gone:
+                gone[session] = not _lease_held(self._client, session)
+            if gone[session]:
+                with contextlib.suppress(Exception):
+                    self._client.drop_database(name)
 
     # --- template -----------------------------------------------------------------------
 
@@ -279,24 +347,6 @@ def _ping(url: str, timeout_ms: int) -> bool:
     finally:
         client.close()
     return True
-
-
-def _spawn_local(ctx: StartContext, mongod: Path, version: str) -> Server:
-    user = local_backend.run_as()
-    dbpath = ctx.workdir / "db"
-    dbpath.mkdir()
-    local_backend.give_to(ctx.workdir, user)
-    port = local_backend.free_port()
-    command = [str(mongod), "--dbpath", str(dbpath), "--port", str(port),
-               "--bind_ip", "127.0.0.1", "--setParameter",
-               "diagnosticDataCollectionEnabled=false"]
-    if _older_than(version, (6, 1)):
-        command.append("--nojournal")
-    return local_backend.spawn_server(
-        command, workdir=ctx.workdir, user=user, port=port,
-        ready=lambda host, port: _ping(f"mongodb://{host}:{port}/", timeout_ms=500),
-        timeout=ctx.settings.get("start_timeout"),
-        description=f"local {mongod} (port {port})")
 
 
 def _server_version(url: str) -> str:

@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import itertools
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
@@ -35,14 +37,16 @@ from depfakes.backends import (
     OWNER,
     SESSION_ID,
     BackendUnavailable,
+    LocalLaunch,
+    LocalRecipe,
     Server,
+    ServerInfo,
+    ServerSpec,
     fingerprint,
-    pid_alive,
-    select_backend,
+    obtain,
+    with_database,
 )
-from depfakes.backends import docker as docker_backend
 from depfakes.backends import local as local_backend
-from depfakes.backends.url import diagnose_url, require_url, server_from_url
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
 from depfakes.providers.base import Option, Provider, StartContext, run_init_target
@@ -57,22 +61,6 @@ DEFAULT_IMAGE = "postgres:17-alpine"
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
-@dataclass(frozen=True)
-class Credentials:
-    host: str
-    port: int
-    user: str
-    password: str | None
-
-    def url(self, dbname: str, driver: str = "postgresql") -> str:
-        # Built by hand: importing SQLAlchemy for this would cost ~140 ms of start-up.
-        auth = quote(self.user, safe="")
-        if self.password is not None:
-            auth += ":" + quote(self.password, safe="")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{driver}://{auth}@{host}:{self.port}/{quote(dbname, safe='')}"
-
-
 class IsolationError(DepfakesError, AttributeError):
     """A handle attribute that would escape the test's rollback in transaction mode."""
 
@@ -83,38 +71,63 @@ class PostgresHandle:
     dbname: str
     isolation: str
 
-    def __init__(self, creds: Credentials, dbname: str, isolation: str,
+    def __init__(self, server_url: str, dbname: str, isolation: str,
                  connection: sqlalchemy.Connection | None = None) -> None:
-        self._creds = creds
+        self._server_url = server_url
         self.dbname = dbname
         self.isolation = isolation
         self._txn_connection = connection
         self._opened: list[psycopg.Connection[Any]] = []
 
+    def _url(self, scheme: str) -> str:
+        return with_database(self._server_url, self.dbname, scheme)
+
     @property
     def dsn(self) -> str:
         """libpq URL (``postgresql://...``) of this test's database."""
         self._escape_check("dsn")
-        return self._creds.url(self.dbname)
+        return self._url("postgresql")
 
     @property
     def url(self) -> str:
         """SQLAlchemy URL with the psycopg 3 driver."""
         self._escape_check("url")
-        return self._creds.url(self.dbname, "postgresql+psycopg")
+        return self._url("postgresql+psycopg")
 
     @property
     def async_url(self) -> str:
         """SQLAlchemy URL for ``create_async_engine`` (psycopg 3, async)."""
         self._escape_check("async_url")
-        return self._creds.url(self.dbname, "postgresql+psycopg_async")
+        return self._url("postgresql+psycopg_async")
+
+    @property
+    def host(self) -> str:
+        """Server host, for ``PGHOST`` (a socket directory when the URL names one)."""
+        parts = urlsplit(self._server_url)
+        return parts.hostname or _query_value(parts.query, "host") or ""
+
+    @property
+    def port(self) -> int:
+        """Server port, for ``PGPORT``."""
+        return urlsplit(self._server_url).port or 5432
+
+    @property
+    def user(self) -> str:
+        """User name, for ``PGUSER``."""
+        return unquote(urlsplit(self._server_url).username or "postgres")
+
+    @property
+    def password(self) -> str | None:
+        """Password, for ``PGPASSWORD`` (None when the server needs none)."""
+        password = urlsplit(self._server_url).password
+        return unquote(password) if password is not None else None
 
     @cached_property
     def engine(self) -> sqlalchemy.Engine:
         self._escape_check("engine")
         import sqlalchemy
 
-        return sqlalchemy.create_engine(self._creds.url(self.dbname, "postgresql+psycopg"))
+        return sqlalchemy.create_engine(self._url("postgresql+psycopg"))
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new psycopg connection to this test's database (closed after the test)."""
@@ -166,18 +179,23 @@ class PostgresHandle:
         return f"<PostgresHandle {self.dbname} isolation={self.isolation}>"
 
 
+def _query_value(query: str, name: str) -> str | None:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(query)).get(name)
+
+
 class ClonePool:
     """Databases cloned from the template ahead of need; used ones dropped in the background."""
 
-    def __init__(self, creds: Credentials, admin_db: str, template: str, prefix: str,
-                 strategy: str, size: int = 4, workers: int = 2) -> None:
-        self._creds, self._admin_db = creds, admin_db
-        self._template, self._prefix, self._strategy = template, prefix, strategy
+    def __init__(self, admin_url: str, template: str, strategy: str, size: int = 4,
+                 workers: int = 2) -> None:
+        self._admin_url = admin_url
+        self._template, self._strategy = template, strategy
         self._size = size
         self._ready: deque[str] = deque()
         self._drops: deque[str] = deque()
         self._creating = 0
-        self._counter = 0
         self._closing = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -213,18 +231,20 @@ class ClonePool:
 
     def _work(self) -> None:
         import psycopg
+        from psycopg import sql
 
-        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
             while True:
                 action, name = self._next_job()
                 if action == "stop":
                     return
                 try:
                     if action == "create":
-                        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
-                                      f"{self._strategy}")
+                        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}" + self._strategy)
+                                      .format(sql.Identifier(name),
+                                              sql.Identifier(self._template)))
                     else:
-                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                        drop_database(admin, name)
                 except Exception as exc:
                     with self._cond:
                         self._error = self._error or exc
@@ -238,9 +258,8 @@ class ClonePool:
             while True:
                 wanted = self._size - len(self._ready) - self._creating
                 if not self._closing and wanted > 0 and self._error is None:
-                    self._counter += 1
                     self._creating += 1
-                    return "create", f"{self._prefix}_{self._counter}"
+                    return "create", database_name()
                 if self._drops:
                     return "drop", self._drops.popleft()
                 if self._closing and self._creating == 0:
@@ -255,25 +274,114 @@ class ClonePool:
             self._cond.notify_all()
 
 
+
+def database_name(kind: str = "") -> str:
+    """A database of this session's: the lease of SESSION_ID keeps it alive on any server,
+    and names from one counter never collide (two pins in one process, say)."""
+    return f"depfakes_{SESSION_ID}_{kind}{next(_NUMBERS)}"
+
+
+_NUMBERS = itertools.count(1)
+# depfakes_<session id>_<rest>: whose a database is, for the sweep.
+_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_[a-z0-9_]+")
+
+
+def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+    """Drop ``name`` (a template too), whoever is still connected to it."""
+    from psycopg import sql
+
+    identifier = sql.Identifier(name)
+    if _template_state(admin, name) == "ready":
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(identifier))
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))
+
+
+class AdvisoryLease:
+    """A session's lease on a PostgreSQL server: a shared advisory lock on the session's
+    key, held on one connection per process. The server releases it the moment that
+    connection dies (kill -9, a lost CI runner), on whatever machine the owner ran."""
+
+    def hold(self, url: str, sessions: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._held(url, sessions)
+
+    @contextlib.contextmanager
+    def _held(self, url: str, sessions: Sequence[str]) -> Iterator[None]:
+        import psycopg
+
+        connection = psycopg.connect(url, autocommit=True, application_name="depfakes lease")
+        try:
+            for session in sessions:
+                connection.execute("SELECT pg_advisory_lock_shared(%s)", (_lease_key(session),))
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def held(self, url: str, session: str) -> bool:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            return _lease_held(connection, session)
+
+
+def _lease_held(connection: psycopg.Connection[Any], session: str) -> bool:
+    key = _lease_key(session)
+    row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    if row and row[0]:
+        connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return False
+    return True
+
+
+def _lease_key(session: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"depfakes:{session}".encode()).digest()[:8], "big",
+                          signed=True)
+
+
+class PostgresBinaries(LocalRecipe):
+    """PostgreSQL from ``initdb``/``postgres`` binaries: a cluster initdb'd once per
+    machine is copied for each server, which listens on loopback with a password (and on
+    a Unix socket in its own private data directory)."""
+
+    def __init__(self, version: str | None) -> None:
+        self.bindir = _find_bindir(version)
+        self.user = local_backend.run_as()
+        _check_runnable(self.bindir, self.user)
+        self.identity = f"binaries in {self.bindir} (PostgreSQL {_binary_major(self.bindir)})"
+
+    def prepare(self, workdir: Path, port: int, user: Any) -> LocalLaunch:
+        cluster, password = _cached_cluster(self.bindir, user)
+        data = workdir / "data"
+        shutil.copytree(cluster, data, symlinks=True)
+        command = [str(self.bindir / "postgres"), "-D", str(data), "-p", str(port),
+                   "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
+                   # DSM segments as files in the data dir: nothing left in /dev/shm.
+                   "-c", "dynamic_shared_memory_type=mmap",
+                   *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
+        return LocalLaunch(command, _admin_url("127.0.0.1", port, password),
+                           f"local {self.bindir / 'postgres'} (port {port})")
+
+
+def _admin_url(host: str, port: int, password: str | None) -> str:
+    auth = "postgres" + (f":{quote(password, safe='')}" if password else "")
+    host = f"[{host}]" if ":" in host else host
+    return f"postgresql://{auth}@{host}:{port}/postgres"
+
+
 class PostgresProvider(Provider):
     name = "postgres"
     handle_type = PostgresHandle
     requires = ("psycopg", "sqlalchemy")
     extra = "postgres"
     accepts_version = True
+    server_info = ServerInfo(image=DEFAULT_IMAGE, port=5432, url_scheme="postgresql",
+                              pin_suffix="-alpine")
     settings = (
-        Setting("postgres_url", "An existing PostgreSQL server to use (libpq URL of a user "
-                "allowed to CREATE DATABASE); selects the url backend."),
-        Setting("postgres_image", f"Docker image for the docker backend (default {DEFAULT_IMAGE}"
-                "); a version pin such as \"postgres:16\" replaces its tag.",
-                default=DEFAULT_IMAGE),
         Setting("postgres_init", "module:callable run once on the template database with its "
                 "DSN, like the pytest_depfakes_postgres_init hook.", cli=False),
         Setting("postgres_init_key", "Part of the key of the template kept by --deps-reuse; "
                 "change it (e.g. to your migrations' head) to rebuild the template.",
                 cli=False),
-        Setting("start_timeout", "Seconds a server may take to become ready.", type="float",
-                default=60.0),
     )
     options: ClassVar[Mapping[str, Option]] = {
         "isolation": Option("database", "\"database\": a database per test (default); "
@@ -283,37 +391,28 @@ class PostgresProvider(Provider):
 
     @classmethod
     def check_version(cls, version: str) -> None:
-        if not version.split(".")[0].isdigit():
+        if not version.isdigit():
             raise ValueError(f"'postgres:{version}': a PostgreSQL version is a major "
                              "version number like 16")
 
     @classmethod
-    def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
-        def probe(url: str) -> None:
-            import psycopg
+    def local_recipe(cls, version: str | None, settings: Settings) -> LocalRecipe:
+        return PostgresBinaries(version)
 
-            psycopg.connect(url, connect_timeout=3).close()
-
-        found = {"url": diagnose_url(settings.get("postgres_url"), "DEPFAKES_POSTGRES_URL",
-                                     5432, probe)}
-        found["docker"] = docker_backend.diagnose_image(settings.get("postgres_image"))
-        try:
-            bindir = _find_bindir(None)
-            _check_runnable(bindir, local_backend.run_as())
-            found["local"] = (True, f"binaries in {bindir}")
-        except BackendUnavailable as exc:
-            found["local"] = (False, str(exc))
-        return found
+    @classmethod
+    def probe(cls, url: str) -> None:
+        _ready(url)
 
     def start(self, ctx: StartContext) -> None:
-        self._ctx = ctx
-        self._server, self._creds = self._obtain_server(ctx)
+        self._server = obtain(self._spec(ctx), ctx)
         self.description = self._server.description
+        self._admin_url = self._server.url
         try:
             self._prepare_databases(ctx)
         except BaseException:
             with contextlib.suppress(Exception):  # e.g. a failing init hook: leave nothing
-                self._drop_template()
+                if not self._keep_template:
+                    self._drop_template()
             self._server.stop()
             raise
         self._txn: tuple[sqlalchemy.Engine, str] | None = None
@@ -324,8 +423,8 @@ class PostgresProvider(Provider):
             engine, dbname = self._transaction_database()
             connection = engine.connect()
             connection.begin()  # the outer transaction, rolled back in release()
-            return PostgresHandle(self._creds, dbname, "transaction", connection)
-        return PostgresHandle(self._creds, self._pool.take(), "database")
+            return PostgresHandle(self._admin_url, dbname, "transaction", connection)
+        return PostgresHandle(self._admin_url, self._pool.take(), "database")
 
     def release(self, handle: PostgresHandle) -> None:
         try:
@@ -353,104 +452,78 @@ class PostgresProvider(Provider):
 
     # --- server -----------------------------------------------------------------------
 
-    def _obtain_server(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        return select_backend("postgres", ctx.settings.get("backend").get("postgres", "auto"), {
-            "url": lambda: self._start_url(ctx),
-            "docker": lambda: self._start_docker(ctx),
-            "local": lambda: self._start_local(ctx),
-        })
-
-    def _start_url(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        url = require_url(ctx.settings.get("postgres_url"), "DEPFAKES_POSTGRES_URL")
-        from urllib.parse import unquote, urlsplit
-
-        server = server_from_url(url, 5432)
-        parts = urlsplit(url)
-        creds = Credentials(server.host, server.port, unquote(parts.username or "postgres"),
-                            unquote(parts.password) if parts.password else None)
-        self._admin_db = parts.path.lstrip("/") or "postgres"
-        try:
-            _ready(creds, self._admin_db)
-        except Exception as exc:
-            raise DepfakesError(f"DEPFAKES_POSTGRES_URL ({server.description}) does not "
-                                f"answer: {exc}") from None
-        return server, creds
-
-    def _start_docker(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        configured = ctx.settings.get("postgres_image")
-        image = docker_backend.pinned_image(
-            configured, ctx.version, suffix="-alpine" if configured == DEFAULT_IMAGE else "")
-        creds = Credentials("127.0.0.1", 0, "postgres", "postgres")
-        self._admin_db = "postgres"
-        spec = docker_backend.ContainerSpec(
-            image=image, port=5432,
-            env={"POSTGRES_USER": creds.user, "POSTGRES_PASSWORD": str(creds.password),
-                 "POSTGRES_DB": self._admin_db, "POSTGRES_HOST_AUTH_METHOD": "trust"},
-            command=["postgres", *[arg for s in FAST_SETTINGS for arg in ("-c", s)]],
+    def _spec(self, ctx: StartContext) -> ServerSpec:
+        fast = [arg for setting in FAST_SETTINGS for arg in ("-c", setting)]
+        return ServerSpec(
+            dependency="postgres", version=ctx.version, info=self.server_info,
+            url=lambda host, port, secret: _admin_url(host, port, secret),
+            ready=_ready,
+            env=lambda secret: {"POSTGRES_USER": "postgres",
+                                "POSTGRES_PASSWORD": secret or "postgres",
+                                "POSTGRES_DB": "postgres"},
+            command=lambda secret: ["postgres", *fast],
             tmpfs={"/var/lib/postgresql/data": ""},
-            ready=lambda host, port: _ready(Credentials(host, port, "postgres", "postgres"),
-                                            "postgres"),
-            timeout=ctx.settings.get("start_timeout"),
-            config_hash=fingerprint(image, *FAST_SETTINGS),
-            reuse_key=_reuse_key(ctx, image),
+            local=lambda: PostgresBinaries(ctx.version),
+            lease=AdvisoryLease(),
+            definition=FAST_SETTINGS,
+            check=lambda server: self._check_pin(server, ctx.version),
         )
-        server = ctx.server(f"postgres docker {image}",
-                            lambda: docker_backend.start_container(spec))
-        return server, Credentials(server.host, server.port, creds.user, creds.password)
 
-    def _start_local(self, ctx: StartContext) -> tuple[Server, Credentials]:
-        bindir = _find_bindir(ctx.version)
-        user = local_backend.run_as()
-        _check_runnable(bindir, user)
-        self._admin_db = "postgres"
-        # Only with reuse: _binary_major runs the binary.
-        reuse_key = _reuse_key(ctx, "local", str(bindir), _binary_major(bindir)) \
-            if ctx.settings.get("reuse") else None
-        server = ctx.server(f"postgres local {bindir}",
-                            lambda: _spawn_local(ctx, bindir, user, reuse_key))
-        return server, Credentials(server.host, server.port, "postgres", None)
+    @staticmethod
+    def _check_pin(server: Server, pin: str | None) -> None:
+        if not pin:
+            return
+        import psycopg
+
+        with psycopg.connect(server.url, connect_timeout=10) as connection:
+            version = int(connection.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        if int(pin) != version // 10000:
+            raise DepfakesError(f"postgres:{pin} was pinned but {server.description} runs "
+                                f"PostgreSQL {version // 10000}; change the pin or the server")
 
     # --- databases ----------------------------------------------------------------------
 
     def _prepare_databases(self, ctx: StartContext) -> None:
         import psycopg
 
-        # The pid in clone names tells a later session (on a reused or shared server)
-        # which clones belong to sessions that are gone.
-        prefix = f"depfakes_{SESSION_ID}_{os.getpid()}"
         self._reuse = bool(ctx.settings.get("reuse"))
         # Other sessions (reuse) or other xdist workers (shared) use the template too.
         self._keep_template = self._reuse or self._server.shared
+        pin = ctx.version or ""
         if self._reuse:  # named by what built it, so a changed init rebuilds it
             self._template = f"depfakes_tpl_{self._init_fingerprint(ctx)}"
-        elif self._server.shared:
-            self._template = f"depfakes_{OWNER.session}_{OWNER.pid}_tpl"
+        elif self._server.shared:  # the run's session: every worker's lease covers it
+            self._template = f"depfakes_{OWNER.session}_tpl{pin}"
         else:
-            self._template = f"{prefix}_tpl"
-        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
+            self._template = database_name(f"tpl{pin}_")
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
             version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-            if ctx.version and int(ctx.version.split(".")[0]) != version // 10000:
-                raise DepfakesError(
-                    f"postgres:{ctx.version} was pinned but {self.description} runs "
-                    f"PostgreSQL {version // 10000}; change the pin or the server")
-            _drop_clones_of_dead_sessions(admin)
+            _drop_databases_of_gone_sessions(admin)
             strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
-            if self._keep_template and _template_state(admin, self._template) == "ready":
-                self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix,
-                                       strategy)
-                return
-            # A half-built one (its builder was killed during init) is built again.
-            admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{self._template}"')
+            # One builder at a time per template, on this server: the others wait, then
+            # find it ready (a concurrent --deps-reuse session, another xdist worker).
+            admin.execute("SELECT pg_advisory_lock(%s)", (_lease_key(self._template),))
+            try:
+                if not (self._keep_template and
+                        _template_state(admin, self._template) == "ready"):
+                    self._build_template(ctx, admin)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s)", (_lease_key(self._template),))
+        self._pool = ClonePool(self._admin_url, self._template, strategy)
+
+    def _build_template(self, ctx: StartContext, admin: psycopg.Connection[Any]) -> None:
+        from psycopg import sql
+
+        # A half-built one (its builder was killed during init) is built again.
+        drop_database(admin, self._template)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._template)))
         ctx.status("building the template database (init hooks)")
-        self._run_init(ctx, self._creds.url(self._template))
-        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
-            # Connections the init code left open would block cloning.
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
-            admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE true '
-                          "ALLOW_CONNECTIONS false")
-        self._pool = ClonePool(self._creds, self._admin_db, self._template, prefix, strategy)
+        self._run_init(ctx, with_database(self._admin_url, self._template))
+        # Connections the init code left open would block cloning.
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS "
+                              "false").format(sql.Identifier(self._template)))
 
     def _init_fingerprint(self, ctx: StartContext) -> str:
         """What builds the template: the init hooks' source, the ini init target's module
@@ -478,59 +551,32 @@ class PostgresProvider(Provider):
 
                 dbname = self._pool.take()
                 engine = sqlalchemy.create_engine(
-                    self._creds.url(dbname, "postgresql+psycopg"), pool_size=1)
+                    with_database(self._admin_url, dbname, "postgresql+psycopg"), pool_size=1)
                 self._txn = (engine, dbname)
             return self._txn
 
     def _drop_template(self) -> None:
         import psycopg
 
-        with psycopg.connect(self._creds.url(self._admin_db), autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{self._template}" WITH IS_TEMPLATE false')
-            admin.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+            drop_database(admin, self._template)
 
 
-def _reuse_key(ctx: StartContext, *definition: str) -> str | None:
-    """With --deps-reuse, the key a kept server is found by: this project, and what defines
-    the server (image or binaries, version, settings)."""
-    if not ctx.settings.get("reuse"):
-        return None
-    return fingerprint(str(ctx.config.rootpath), "postgres", *definition, *FAST_SETTINGS)
-
-
-def _spawn_local(ctx: StartContext, bindir: Path, user: Any, reuse_key: str | None) -> Server:
-    def ready(host: str, port: int) -> bool:
-        return _ready(Credentials(host, port, "postgres", None), "postgres")
-
-    workdir = ctx.workdir
-    if reuse_key:
-        kept = local_backend.adopt_kept(reuse_key, ready)
-        if kept is not None:
-            return kept
-        workdir = local_backend.kept_workdir(reuse_key)
-        shutil.rmtree(workdir, ignore_errors=True)  # files of a kept server that is gone
-        workdir.mkdir(mode=0o755)
-    data = workdir / "data"
-    shutil.copytree(_cached_cluster(bindir, user), data, symlinks=True)
-    local_backend.give_to(workdir, user)
-    port = local_backend.free_port()
-    command = [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-               "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
-               *[arg for s in FAST_SETTINGS for arg in ("-c", s)]]
-    return local_backend.spawn_server(
-        command, workdir=workdir, user=user, port=port, ready=ready,
-        timeout=ctx.settings.get("start_timeout"),
-        description=f"local {bindir / 'postgres'} (port {port})", reuse_key=reuse_key)
-
-
-def _drop_clones_of_dead_sessions(admin: psycopg.Connection[Any]) -> None:
+def _drop_databases_of_gone_sessions(admin: psycopg.Connection[Any]) -> None:
+    """Drop the databases of sessions whose lease nobody holds any more, on whatever
+    machine they ran; never those of a live session, whose lock the server still has."""
     rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes\\_%'")
+    by_session: dict[str, list[str]] = {}
     for (name,) in rows.fetchall():
-        match = re.fullmatch(r"depfakes_[0-9a-f]+_(\d+)_(?:\d+|tpl)", name)
-        if match and not pid_alive(int(match.group(1))):
+        match = _OWNED.fullmatch(name)
+        if match and match.group(1) not in OWNER.sessions():
+            by_session.setdefault(match.group(1), []).append(name)
+    for session, names in by_session.items():
+        if _lease_held(admin, session):
+            continue
+        for name in names:
             with contextlib.suppress(Exception):  # someone else may be dropping it too
-                admin.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop_database(admin, name)
 
 
 def _template_state(admin: psycopg.Connection[Any], name: str) -> str:
@@ -540,14 +586,12 @@ def _template_state(admin: psycopg.Connection[Any], name: str) -> str:
     return "missing" if row is None else "ready" if row[0] else "partial"
 
 
-def _ready(creds: Credentials, dbname: str) -> bool:
+def _ready(url: str) -> bool:
     import psycopg
 
-    with psycopg.connect(creds.url(dbname), connect_timeout=2) as connection:
+    with psycopg.connect(url, connect_timeout=2) as connection:
         connection.execute("SELECT 1")
     return True
-
-
 
 def _find_bindir(version: str | None) -> Path:
     candidates: list[Path] = []
@@ -602,27 +646,40 @@ def _binary_major(bindir: Path) -> str:
     return out.stdout.split()[-1].split(".")[0] if out.returncode == 0 else ""
 
 
-def _cached_cluster(bindir: Path, user: Any) -> Path:
-    """An initdb'd cluster, built once per machine, so a session start is copy + spawn."""
+def _cached_cluster(bindir: Path, user: Any) -> tuple[Path, str]:
+    """An initdb'd cluster, built once per machine, so a session start is copy + spawn,
+    and its superuser's password. TCP connections need the password (scram-sha-256); the
+    Unix socket lives in the server's private data directory. The password file is 0600,
+    readable only by the user who runs pytest."""
     from filelock import FileLock
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depfakes"
-    key = fingerprint(str(bindir.resolve()), _binary_major(bindir), str(user and user.pw_uid))
+    key = fingerprint(str(bindir.resolve()), _binary_major(bindir), str(user and user.pw_uid),
+                      "scram")
     cluster = cache / f"postgres-{key}"
-    cache.mkdir(parents=True, exist_ok=True)
+    password_file = cache / f"postgres-{key}.password"
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     with FileLock(str(cluster) + ".lock"):
-        if (cluster / "PG_VERSION").exists():
-            return cluster
+        if (cluster / "PG_VERSION").exists() and password_file.exists():
+            return cluster, password_file.read_text().strip()
+        password = secrets.token_urlsafe(24)
         # Built under /tmp: the unprivileged user may not reach a root-owned cache dir.
-        building = Path(tempfile.mkdtemp(prefix="depfakes-initdb-")) / "data"
-        building.mkdir()
-        local_backend.give_to(building.parent, user)
+        building = Path(tempfile.mkdtemp(prefix="depfakes-initdb-"))
+        (building / "data").mkdir()
+        pwfile = building / "pwfile"
+        pwfile.write_text(password)
+        local_backend.give_to(building, user)
+        pwfile.chmod(0o600)
         try:
             local_backend.run_checked(
-                [str(bindir / "initdb"), "-D", str(building), "-U", "postgres", "--auth=trust",
+                [str(bindir / "initdb"), "-D", str(building / "data"), "-U", "postgres",
+                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
                  "--encoding=UTF8", "--locale=C", "--no-sync"], user, "initdb")
-            shutil.move(str(building), str(cluster))
+            shutil.rmtree(cluster, ignore_errors=True)
+            shutil.move(str(building / "data"), str(cluster))
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(password)
         finally:
-            shutil.rmtree(building.parent, ignore_errors=True)
-    return cluster
-
+            shutil.rmtree(building, ignore_errors=True)
+    return cluster, password

@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from depfakes.backends import BackendUnavailable, Server, fingerprint
-from depfakes.backends import docker as docker_backend
-from depfakes.config import Setting, Settings
-from depfakes.errors import DepfakesError
-from depfakes.providers.base import Option, Provider, StartContext, Unavailable
+from depfakes.backends import Server, ServerInfo, ServerSpec, obtain
+from depfakes.config import Settings
+from depfakes.providers.base import Option, Provider, StartContext
 
 if TYPE_CHECKING:
     import fakeredis
@@ -160,10 +158,10 @@ def _parse_version(version: str | None) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _redis_ready(host: str, port: int) -> bool:
+def _redis_ready(url: str) -> bool:
     import redis
 
-    client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
     finally:
@@ -176,9 +174,9 @@ class RedisProvider(Provider):
     requires = ("fakeredis", "redis")
     extra = "redis"
     accepts_version = True
-    settings = (Setting("redis_image", "Docker image for --deps-backend redis=docker "
-                        f"(default {DEFAULT_IMAGE}); a version pin replaces its tag.",
-                        default=DEFAULT_IMAGE),)
+    # A real Redis only for fidelity runs (--deps-backend redis=docker); "fake" by default.
+    server_info = ServerInfo(image=DEFAULT_IMAGE, port=6379, pin_suffix="-alpine",
+                        own_backends=("fake",))
     options: ClassVar[Mapping[str, Option]] = {
         "decode_responses": Option(False, "Return str instead of bytes from the handle's "
                                           "clients.", type=bool),
@@ -196,9 +194,10 @@ class RedisProvider(Provider):
 
     @classmethod
     def diagnose(cls, settings: Settings) -> dict[str, tuple[bool, str]]:
-        found = {"fake": super().diagnose(settings)["in-process"]}
+        fake = Provider.diagnose.__func__(cls, settings)  # type: ignore[attr-defined]
+        found = {"fake": fake.get("in-process", (True, "fakeredis installed"))}
         if settings.get("backend").get("redis") == "docker":
-            found["docker"] = docker_backend.diagnose_image(settings.get("redis_image"))
+            found.update(super().diagnose(settings))
         return found
 
     def start(self, ctx: StartContext) -> None:
@@ -208,17 +207,13 @@ class RedisProvider(Provider):
         self._version = _parse_version(ctx.version)
         self._endpoint = _Endpoint(self._version)
         self._real: Server | None = None
-        backend = ctx.settings.get("backend").get("redis", "fake")
-        if backend == "docker":
-            self._real = self._start_docker(ctx)
+        if ctx.settings.get("backend").get("redis", "fake") not in ("fake", "auto"):
+            self._real = obtain(self._spec(ctx), ctx)
             self.description = self._real.description
-        elif backend not in ("fake", "auto"):
-            raise DepfakesError(f"--deps-backend redis={backend}: choose fake (fakeredis, the "
-                                "default) or docker (a real Redis, for fidelity runs)")
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> RedisHandle:
         if self._real is not None:
-            url = f"redis://{self._real.host}:{self._real.port}/0"
+            url = self._real.url
             handle = RedisHandle(lambda: url, None, options["decode_responses"])
             # The same guarantee as the fake: the test starts from an empty server.
             handle.client.flushall()
@@ -241,14 +236,12 @@ class RedisProvider(Provider):
         if self._real is not None:
             self._real.stop()
 
-    def _start_docker(self, ctx: StartContext) -> Server:
-        configured = ctx.settings.get("redis_image")
-        image = docker_backend.pinned_image(
-            configured, ctx.version, suffix="-alpine" if configured == DEFAULT_IMAGE else "")
-        try:
-            return docker_backend.start_container(docker_backend.ContainerSpec(
-                image=image, port=6379, ready=_redis_ready,
-                timeout=ctx.settings.get("start_timeout"),
-                config_hash=fingerprint(image, "redis")))
-        except BackendUnavailable as exc:
-            raise Unavailable(f"docker: {exc}") from None
+    def _spec(self, ctx: StartContext) -> ServerSpec:
+        assert self.server_info is not None
+        return ServerSpec(
+            dependency="redis", version=ctx.version, info=self.server_info,
+            url=lambda host, port, secret: f"redis://:{secret}@{host}:{port}/0",
+            ready=_redis_ready,
+            command=lambda secret: ["redis-server", "--requirepass", str(secret)],
+            definition=("redis",),
+        )

@@ -30,6 +30,9 @@ _CREDENTIAL_VARS = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
+    # Legacy spellings some tools still read (boto 2, older SDKs and CLIs).
+    "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_ACCESS_KEY_ID_FILE", "AWS_SECRET_ACCESS_KEY_FILE",
+    "AWS_CREDENTIAL_FILE", "AWS_CREDENTIAL_EXPIRATION", "BOTO_CONFIG", "AWS_SSO_SESSION",
 )
 FAKE_KEY_ID = "testing"
 FAKE_SECRET = "testing"
@@ -129,6 +132,7 @@ class S3Provider(Provider):
     name = "s3"
     handle_type = S3Handle
     requires = ("moto", "boto3")
+    preload = ("moto.core.models", "requests")
     extra = "s3"
     settings = (Setting("s3_region", "AWS region of the s3 fake (default us-east-1).",
                         default="us-east-1"),)
