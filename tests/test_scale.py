@@ -6,9 +6,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from test_postgres import IMAGE, _docker_ok, _need
+from test_postgres import IMAGE
 
 from benchmarks import suite
+from tests.servers import docker_ok as _docker_ok
+from tests.servers import need as _need
 
 
 def _outcomes(junit: Path) -> dict[str, str]:

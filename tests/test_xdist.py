@@ -8,7 +8,11 @@ import tempfile
 
 import psycopg  # here, not in the test: pytester's module snapshot would re-import it
 import pytest
-from test_postgres import IMAGE, _docker_ok, _local_ok, _need
+from test_postgres import IMAGE
+
+from tests.servers import docker_ok as _docker_ok
+from tests.servers import local_ok as _local_ok
+from tests.servers import need as _need
 
 pytestmark = pytest.mark.serial  # counts containers and temp dirs on a shared host
 
