@@ -186,7 +186,8 @@ def _down(include_live: bool, project: Path | None) -> int:
     removed, kept = [], 0
     root = str(project.resolve()) if project else None
     for server in servers:
-        mine = root is not None and server.project == root and server.state != "session alive"
+        mine = root is not None and server.project == root and \
+            server.state not in ("session alive", "other host")
         if include_live or server.removable_by_default or mine:
             server.remove()
             removed.append(f"{server.backend} {server.id} ({server.what})")

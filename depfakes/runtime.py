@@ -20,6 +20,7 @@ import pytest
 
 from depfakes import registry
 from depfakes.backends import IMPORT_LOCK, make_session_dir, sweep_session_dirs
+from depfakes.backends import local as local_backend
 from depfakes.backends.shared import SharedRun
 from depfakes.config import Settings
 from depfakes.errors import DepfakesError
@@ -160,8 +161,10 @@ class Runtime:
         threads, and two threads importing the same packages (requests, via docker-py and
         botocore) can see one half-initialised where no bytecode is cached."""
         modules = [*cls.requires, *cls.preload]
-        if cls.server_info is not None and self.settings.get("backend").get(
-                cls.name, "auto") in ("auto", "docker"):
+        forced = self.settings.get("backend").get(cls.name, "auto")
+        info = cls.server_info
+        if (info is not None and not info.own_backends and forced in ("auto", "docker")) or \
+                forced == "docker":
             modules += ["docker", "testcontainers.core.container"]
         with IMPORT_LOCK:
             for module in modules:
@@ -171,7 +174,9 @@ class Runtime:
     def _provider_dir(self, key: Key) -> Path:
         with self._lock:
             if self._workdir is None:
-                sweep_session_dirs()  # what killed sessions of this host left behind
+                # What killed sessions of this host left: their servers, then their files.
+                local_backend.sweep_dead_local_servers()
+                sweep_session_dirs()
                 self._workdir = make_session_dir(
                     "depfakes-session-", self.shared.directory if self.shared else None)
         path = self._workdir / key_label(key).replace(":", "-")

@@ -71,9 +71,17 @@ def test_a_session_of_another_host_never_drops_a_live_sessions_databases(
     live = holder("url")
     dbname = (tmp_path / "holder-up").read_text().rsplit("/", 1)[1].split("?")[0]
     project(USES_POSTGRES, name="test_other")
+    # The other shard's URL names another database: leases must hold server-wide.
+    import psycopg
+
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS ci_other")
+        admin.execute("CREATE DATABASE ci_other")
+    other_url = postgres_server.rsplit("/", 1)[0] + "/ci_other"
     try:
         for _ in range(2):
             other = _pytest(pytester.path, "test_other.py", "--deps-backend", "postgres=url",
+                            env={"DEPFAKES_POSTGRES_URL": other_url},
                             prefix=("unshare", "-p", "-f", "--mount-proc"))
             assert other.returncode == 0, other.stdout + other.stderr
             assert _database_exists(postgres_server, dbname), "a live session's database was dropped"

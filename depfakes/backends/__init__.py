@@ -182,6 +182,8 @@ class ServerSpec:
     definition: tuple[str, ...] = ()
     # Checked once a server is obtained (e.g. its version against the pin).
     check: Callable[[Server], None] = lambda server: None
+    # One server for all xdist workers (False: one each, e.g. a Redis flushed per test).
+    shared_by_workers: bool = True
 
     @property
     def label(self) -> str:
@@ -345,7 +347,7 @@ def obtain(spec: ServerSpec, ctx: StartContext) -> Server:
 
 
 def _start_checked(backend: Backend, spec: ServerSpec, ctx: StartContext) -> Server:
-    if backend.name == "url":  # nothing to start, nothing to share
+    if backend.name == "url" or not spec.shared_by_workers:  # nothing to share
         server = backend.start(spec, ctx)
     else:  # under xdist: started by the first worker, adopted by the others
         server = ctx.server(f"{spec.label} {backend.name}", lambda: backend.start(spec, ctx))
@@ -361,7 +363,11 @@ def _with_lease(spec: ServerSpec, server: Server) -> Server:
     if spec.lease is None:
         return server
     held = contextlib.ExitStack()
-    held.enter_context(spec.lease.hold(server.url, OWNER.sessions()))
+    try:
+        held.enter_context(spec.lease.hold(server.url, OWNER.sessions()))
+    except BaseException:
+        server.stop()
+        raise
     stop = server.stop
 
     def release_then_stop() -> None:

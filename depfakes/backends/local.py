@@ -38,6 +38,7 @@ from depfakes.backends import (
     LocalLaunch,
     Server,
     ServerSpec,
+    fingerprint,
     last_lines,
     owner_alive,
     reuse_key,
@@ -161,7 +162,7 @@ def spawn_server(launch: LocalLaunch, *, workdir: Path, user: pwd.struct_passwd 
         process = subprocess.Popen(list(launch.command), stdout=log, stderr=subprocess.STDOUT,
                                    cwd=workdir, start_new_session=True,
                                    user=_uid(user), group=_gid(user))
-    _CHILDREN.append(process)  # reaped by a thread: never a zombie or a warning
+    _reap_later(process)
     entry = _register(process.pid, workdir, launch, port, reuse_key, project)
 
     def logs() -> str:
@@ -196,19 +197,26 @@ def spawn_server(launch: LocalLaunch, *, workdir: Path, user: pwd.struct_passwd 
 
 
 _CHILDREN: list[subprocess.Popen[bytes]] = []
+_REAPER: list[threading.Thread] = []
+
+
+def _reap_later(process: subprocess.Popen[bytes]) -> None:
+    """Keep the Popen until its process ended (a thread collects its status), so none is
+    dropped while it runs: a ResourceWarning, an error under ``-W error``."""
+    _CHILDREN.append(process)
+    if not _REAPER:
+        _REAPER.append(threading.Thread(target=_reap_children, name="depfakes-reaper",
+                                        daemon=True))
+        _REAPER[0].start()
 
 
 def _reap_children() -> None:
-    """Collect exit statuses of servers we started, so no Popen object is ever dropped
-    while its process runs (a ResourceWarning, an error under ``-W error``)."""
     while True:
         time.sleep(0.5)
         for process in list(_CHILDREN):
             if process.poll() is not None:
-                _CHILDREN.remove(process)
-
-
-threading.Thread(target=_reap_children, name="depfakes-reaper", daemon=True).start()
+                with contextlib.suppress(ValueError):  # kept servers leave the list early
+                    _CHILDREN.remove(process)
 
 
 # --- the registry ----------------------------------------------------------------------
@@ -258,7 +266,8 @@ def local_servers() -> list[dict[str, Any]]:
 def kept_workdir(reuse_key: str) -> Path:
     """Where a kept server's files live: outside any session's temporary directory, and
     reachable by the unprivileged user the server may run as."""
-    return Path(tempfile.gettempdir()) / f"depfakes-kept-{reuse_key}"
+    # Per host identity: another PID namespace sharing /tmp never sees (or removes) it.
+    return Path(tempfile.gettempdir()) / f"depfakes-kept-{fingerprint(reuse_key, OWNER.host)}"
 
 
 @contextlib.contextmanager
@@ -266,7 +275,7 @@ def _kept_lock(reuse_key: str) -> Iterator[None]:
     from filelock import FileLock
 
     registry_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    with FileLock(str(registry_dir() / f"kept-{reuse_key}.lock")):
+    with FileLock(str(registry_dir() / f"kept-{fingerprint(reuse_key, OWNER.host)}.lock")):
         yield
 
 

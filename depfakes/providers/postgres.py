@@ -325,12 +325,14 @@ class AdvisoryLease:
 
 
 def _lease_held(connection: psycopg.Connection[Any], session: str) -> bool:
-    key = _lease_key(session)
-    row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    if row and row[0]:
-        connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        return False
-    return True
+    """Whether any connection to any database of the server holds the lease (advisory
+    locks are per database, so pg_try_advisory_lock from another database would not see
+    it: pg_locks does)."""
+    key = _lease_key(session) & 0xFFFFFFFFFFFFFFFF  # a bigint lock: classid high, objid low
+    row = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+        "AND objid = %s AND objsubid = 1 AND granted)", (key >> 32, key & 0xFFFFFFFF)).fetchone()
+    return bool(row and row[0])
 
 
 def _lease_key(session: str) -> int:

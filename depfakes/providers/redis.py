@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from depfakes.backends import Server, ServerInfo, ServerSpec, obtain
+from depfakes.backends import Server, ServerInfo, ServerSpec, obtain, redact
 from depfakes.config import Settings
 from depfakes.providers.base import Option, Provider, StartContext
 
@@ -73,7 +73,7 @@ class RedisHandle:
         return self._url()
 
     def __repr__(self) -> str:
-        return f"<RedisHandle {'fakeredis' if self.server is not None else self.url}>"
+        return f"<RedisHandle {'fakeredis' if self.server is not None else redact(self.url)}>"
 
 
 class _Endpoint:
@@ -244,4 +244,6 @@ class RedisProvider(Provider):
             ready=_redis_ready,
             command=lambda secret: ["redis-server", "--requirepass", str(secret)],
             definition=("redis",),
+            # Isolation is FLUSHALL: one server per xdist worker, never shared.
+            shared_by_workers=False,
         )
