@@ -4,6 +4,7 @@
     depfakes ps                           servers depfakes started on this host
     depfakes down [--project] [--all]     remove those whose pytest is gone (--project: also
                                           this project's kept ones; --all: every one)
+    depfakes offline -- CMD ...           run CMD where only loopback exists
 """
 
 from __future__ import annotations
@@ -204,6 +205,24 @@ def _down(include_live: bool, project: Path | None) -> int:
     return 0
 
 
+def _offline(argv: list[str]) -> int:
+    import subprocess
+
+    from depfakes.errors import DepfakesError
+    from depfakes.network import offline_command
+
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        print("depfakes offline: name a command, e.g. depfakes offline -- pytest",
+              file=sys.stderr)
+        return 2
+    try:
+        return subprocess.call(offline_command(command))
+    except DepfakesError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depfakes", description="depfakes tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--project", nargs="?", const=Path("."), type=Path, default=None,
                       metavar="DIR", help="also remove the servers this project (default: the "
                       "current directory) kept with --deps-reuse")
+    offline = commands.add_parser(
+        "offline", help="run a command (e.g. pytest) where only loopback exists: covers "
+        "subprocesses and C extensions, which the in-process policy cannot see")
+    offline.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                         help="the command, after --, e.g. depfakes offline -- pytest")
     cassettes = commands.add_parser("cassettes", help="work with HTTP cassettes")
     actions = cassettes.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="find secrets and broken files in cassettes")
@@ -233,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _ps()
     if args.command == "down":
         return _down(args.all, args.project)
+    if args.command == "offline":
+        return _offline(args.argv)
 
     checked, findings = check_cassettes(args.paths)
     for finding in findings:

@@ -66,41 +66,62 @@ def postgres_server(**settings: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def docker_forwarder(namespace: str, engine_ip: str, host_ip: str) -> Iterator[Any]:
-    """Another network host that reaches this machine's Docker engine only over TCP: a
-    network namespace joined by a veth pair (``engine_ip`` on this side, ``host_ip`` in
-    it), the engine's socket forwarded on ``engine_ip:2375``. Yields run(command, cwd,
-    env), which runs a command on that host with the local Docker socket hidden."""
+def network_host(namespace: str, outside_ip: str, host_ip: str) -> Iterator[_OnHost]:
+    """Another network host: a network namespace joined to this one by a veth pair
+    (``outside_ip`` on this side, ``host_ip`` in it), nothing else reachable from it.
+    Yields a runner for commands on that host (with the local Docker socket hidden)."""
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
     outside, inside = f"{namespace[:10]}-o", f"{namespace[:10]}-i"
     subprocess.run(["ip", "netns", "del", namespace], capture_output=True)  # a stale one
+    subprocess.run(["ip", "link", "del", outside], capture_output=True)
     ip("netns", "add", namespace)
-    listener = None
     try:
         ip("link", "add", outside, "type", "veth", "peer", "name", inside)
         ip("link", "set", inside, "netns", namespace)
-        ip("addr", "add", f"{engine_ip}/30", "dev", outside)
+        ip("addr", "add", f"{outside_ip}/30", "dev", outside)
         ip("link", "set", outside, "up")
         ip("-n", namespace, "addr", "add", f"{host_ip}/30", "dev", inside)
         ip("-n", namespace, "link", "set", inside, "up")
         ip("-n", namespace, "link", "set", "lo", "up")
-        listener = _forward_tcp_to_unix((engine_ip, 2375), "/var/run/docker.sock")
-
-        def run(command: list[str], cwd: Path, env: dict[str, str]) -> Any:
-            hide = "mount --bind /dev/null /run/docker.sock && exec \"$@\""
-            return subprocess.run(
-                ["ip", "netns", "exec", namespace, "unshare", "-m", "sh", "-c", hide, "_",
-                 *command], cwd=cwd, capture_output=True, text=True, timeout=300,
-                env={**os.environ, **env})
-
-        yield run
+        yield _OnHost(namespace)
     finally:
-        if listener is not None:
-            listener.close()
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         subprocess.run(["ip", "link", "del", outside], capture_output=True)
+
+
+@contextlib.contextmanager
+def docker_forwarder(namespace: str, engine_ip: str, host_ip: str) -> Iterator[_OnHost]:
+    """Another network host that reaches this machine's Docker engine only over TCP, at
+    ``tcp://engine_ip:2375`` (the engine's socket forwarded there)."""
+    with network_host(namespace, engine_ip, host_ip) as on_host:
+        listener = _forward_tcp_to_unix((engine_ip, 2375), "/var/run/docker.sock")
+        try:
+            yield on_host
+        finally:
+            listener.close()
+
+
+class _OnHost:
+    """Runs commands on a simulated host: in its network namespace, the local Docker
+    socket hidden."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def _command(self, command: list[str]) -> list[str]:
+        hide = "mount --bind /dev/null /run/docker.sock && exec \"$@\""
+        return ["ip", "netns", "exec", self.namespace, "unshare", "-m", "sh", "-c", hide, "_",
+                *command]
+
+    def __call__(self, command: list[str], cwd: Path, env: dict[str, str]) -> Any:
+        return subprocess.run(self._command(command), cwd=cwd, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, **env})
+
+    def popen(self, command: list[str], cwd: Path, env: dict[str, str]) -> Any:
+        return subprocess.Popen(self._command(command), cwd=cwd, env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _forward_tcp_to_unix(address: tuple[str, int], path: str) -> socket.socket:

@@ -383,3 +383,74 @@ def test_a_remote_docker_engine_is_reached_at_its_address(project, pytester):
     left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.depfakes.pid"],
                           capture_output=True, text=True, check=True).stdout.split()
     assert left == [], "containers were left behind"
+
+
+# --- many machines: 4 hosts x 2 xdist workers on one server, and on one remote engine ---
+
+SHARD_SUITE = """
+    import os
+    import pytest
+
+    @pytest.mark.deps("postgres")
+    @pytest.mark.parametrize("n", range(6))
+    def test_isolated(deps, n):
+        with deps.postgres.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS mine (host text, n int)")
+            assert conn.execute("SELECT count(*) FROM mine").fetchone() == (0,)
+            conn.execute("INSERT INTO mine VALUES (%s, %s)", (os.environ["SHARD"], n))
+            conn.commit()
+            assert conn.execute("SELECT host FROM mine").fetchall() == [(os.environ["SHARD"],)]
+"""
+
+
+def _run_shards(pytester, commands: list[tuple[list[str], dict[str, str]]]) -> None:
+    procs = [subprocess.Popen(command, cwd=pytester.path, env={**os.environ, **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for command, env in commands]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output
+        assert "6 passed" in output, output
+
+
+def test_four_hosts_with_two_workers_each_share_one_server(postgres_server, project,
+                                                           pytester):
+    project(SHARD_SUITE)
+    pytest_args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2",
+                   "--deps-backend", "postgres=url"]
+    _run_shards(pytester, [(["unshare", "-p", "-f", "--mount-proc", *pytest_args],
+                            {"SHARD": f"host{i}", "DEPFAKES_POSTGRES_URL": postgres_server})
+                           for i in range(4)])
+    import psycopg
+
+    with psycopg.connect(postgres_server) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes%'")
+        assert left.fetchall() == [], "a host left databases behind"
+
+
+def test_four_hosts_with_two_workers_each_share_one_remote_engine(project, pytester):
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    need(os.geteuid() == 0, "root (network namespaces)")
+    import contextlib
+
+    project(SHARD_SUITE)
+    with contextlib.ExitStack() as hosts:
+        runs = []
+        for i in range(4):
+            engine_ip, host_ip = f"10.231.8.{4 * i + 1}", f"10.231.8.{4 * i + 2}"
+            run = hosts.enter_context(docker_forwarder(f"dfk-shard{i}", engine_ip, host_ip))
+            runs.append((run, engine_ip))
+        procs = []
+        for i, (run, engine_ip) in enumerate(runs):
+            procs.append(run.popen(
+                ["unshare", "-p", "-f", "--mount-proc", sys.executable, "-m", "pytest", "-p",
+                 "no:cacheprovider", "-n", "2", "--deps-backend", "postgres=docker"],
+                cwd=pytester.path,
+                env={"SHARD": f"host{i}", "DOCKER_HOST": f"tcp://{engine_ip}:2375"}))
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output
+        assert "6 passed" in output, output
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.depfakes.pid"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left == [], "a host left containers behind"

@@ -342,6 +342,9 @@ def obtain(spec: ServerSpec, ctx: StartContext) -> Server:
                                     f"but cannot serve here: {exc}") from None
             reasons.append(f"{name}: {exc}")
             continue
+        from depfakes.network import allow_server_host
+
+        allow_server_host(server.host)  # tests that also declare 'http' keep reaching it
         return _with_lease(spec, server)
     raise Unavailable("no backend can serve it (" + "; ".join(reasons) + ")")
 

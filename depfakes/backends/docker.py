@@ -55,7 +55,7 @@ LABEL_PROJECT = f"{LABEL_PREFIX}.project"
 LABEL_DEPENDENCY = f"{LABEL_PREFIX}.dependency"
 LABEL_SECRET = f"{LABEL_PREFIX}.secret"  # a kept server's password, for the next session
 _LOCALHOSTS = {"localhost", "127.0.0.1", "::1"}
-# A container younger than this may not hold its lease yet: never judged by it.
+# A container younger than this (plus the start timeout) may not hold its lease yet.
 _LEASE_GRACE_SECONDS = 60.0
 
 
@@ -79,6 +79,8 @@ class DockerBackend(Backend):
                              suffix=spec.info.pin_suffix if configured == spec.info.image
                              else "")
         client = docker_client()
+        global _start_timeout
+        _start_timeout = max(_start_timeout, float(ctx.settings.get("start_timeout")))
         sweep_dead_sessions(client, spec)
         key = reuse_key(spec, ctx, "docker", image)
         if key is None:
@@ -128,15 +130,16 @@ def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
         container.with_command(command)
     # docker-py takes (ip,) for "this ip, any free port": loopback for a local engine
     # (never reachable from other machines), every interface of a remote one.
-    bind = "127.0.0.1" if _engine_is_local(client) else "0.0.0.0"
+    bind = "127.0.0.1" if _reached_on_loopback() else "0.0.0.0"
     container.ports[f"{spec.info.port}/tcp"] = (bind,)  # type: ignore[assignment]
     for path, options in spec.tmpfs.items():
         container.with_tmpfs_mount(path, options or None)
-    labels = _labels(spec, ctx, image)
+    # The secret in a label: the next session (reuse), or another host's sweep, must be
+    # able to log in; whoever reads labels controls the engine anyway.
+    labels = {**_labels(spec, ctx, image), LABEL_SECRET: secret}
     if key:  # no pid label: sweeps of dead sessions must not remove it
         del labels[LABEL_PID]
         labels[LABEL_REUSE] = key
-        labels[LABEL_SECRET] = secret
     container.with_kwargs(labels=labels)
     try:
         with _without_ryuk():
@@ -215,6 +218,9 @@ def docker_client() -> Any:
     try:
         client = DockerClient(timeout=10).client
         client.ping()
+        from depfakes.network import allow_server_host
+
+        allow_server_host(_testcontainers_client().host())  # a remote engine, say
     except Exception as exc:
         where = os.environ.get("DOCKER_HOST") or "the local socket"
         raise BackendUnavailable(
@@ -223,23 +229,22 @@ def docker_client() -> Any:
     return client
 
 
-def _engine_is_local(client: Any) -> bool:
-    return _engine_host(client) in _LOCALHOSTS
+@functools.lru_cache(maxsize=1)
+def _testcontainers_client() -> Any:
+    """testcontainers' own client, whose rules say where containers are reached
+    (DOCKER_HOST, TESTCONTAINERS_HOST_OVERRIDE, the gateway or bridge inside a container)."""
+    from testcontainers.core.docker_client import DockerClient
+
+    return DockerClient()
 
 
-def _engine_host(client: Any) -> str:
-    """Where the engine's published ports are, by testcontainers' rules."""
-    from testcontainers.core.config import testcontainers_config
+def _reached_on_loopback() -> bool:
+    """Whether this machine reaches published ports on the engine's loopback (a local
+    engine): then they are published there only, never on the network."""
+    from testcontainers.core.config import ConnectionMode
 
-    override = testcontainers_config.tc_host_override
-    if override:
-        return str(override)
-    from urllib.parse import urlsplit
-
-    url = urlsplit(str(client.api.base_url))
-    if url.scheme in ("http", "https", "tcp") and url.hostname and url.hostname != "localnpipe":
-        return str(url.hostname)
-    return "127.0.0.1"
+    tc = _testcontainers_client()
+    return tc.get_connection_mode() == ConnectionMode.docker_host and tc.host() in _LOCALHOSTS
 
 
 def ensure_image(client: Any, image: str) -> None:
@@ -310,6 +315,9 @@ def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
     return f"{repo}:{version}{suffix}"
 
 
+_start_timeout = 60.0  # the session's start_timeout, set by DockerBackend.start
+
+
 def sweep_dead_sessions(client: Any, spec: ServerSpec | None = None) -> list[str]:
     """Remove containers of depfakes sessions that are gone: on this host by their pid;
     of another host (a shared engine) only when ``spec``'s lease says nobody holds them."""
@@ -329,7 +337,7 @@ def _owner_gone(container: Any, spec: ServerSpec | None) -> bool:
         return not alive
     if spec is None or spec.lease is None or labels.get(LABEL_DEPENDENCY) != spec.dependency:
         return False
-    if time.time() - _created(container) < _LEASE_GRACE_SECONDS:
+    if time.time() - _created(container) < _LEASE_GRACE_SECONDS + _start_timeout:
         return False
     if container.status != "running":
         return True
@@ -352,16 +360,23 @@ def _created(container: Any) -> float:
 
 
 def _address(container: Any, port: int) -> tuple[str, int]:
-    """Where this machine reaches the container's ``port``: the engine's host and the
-    published port."""
+    """Where this machine reaches the container's ``port``, by testcontainers' rules
+    (``get_container_host_ip`` / ``get_exposed_port``): the engine's host and the
+    published port, or the container's bridge address and the port itself."""
+    from testcontainers.core.config import ConnectionMode
+
+    tc = _testcontainers_client()
+    mode = tc.get_connection_mode()
+    if mode == ConnectionMode.bridge_ip:
+        return tc.bridge_ip(container.id), port
+    host = tc.host() if mode == ConnectionMode.docker_host else tc.gateway_ip(container.id)
     container.reload()
     bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
     for binding in bindings:
         if binding.get("HostPort"):
-            host = _engine_host(container.client)
             if binding.get("HostIp") in ("127.0.0.1", "::1") and host not in _LOCALHOSTS:
                 continue  # published on the engine's loopback: not reachable from here
-            return host, int(binding["HostPort"])
+            return ("127.0.0.1" if host == "localhost" else host), int(binding["HostPort"])
     raise BackendUnavailable(f"container port {port} is not published where this machine "
                              "can reach it")
 

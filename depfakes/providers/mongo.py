@@ -15,7 +15,6 @@ import queue
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -120,11 +119,10 @@ class HeartbeatLease:
         leases = client[LEASE_DB]["leases"]
         done = threading.Event()
 
-        def renew() -> None:
+        def renew() -> None:  # by the server's clock: the owner's may be off
             for session in sessions:
-                leases.replace_one({"_id": session}, {"_id": session,
-                                                      "expires": time.time() + self.TTL},
-                                   upsert=True)
+                leases.update_one({"_id": session}, [{"$set": {"expires": {
+                    "$add": ["$$NOW", int(self.TTL * 1000)]}}}], upsert=True)
 
         def keep_renewing() -> None:
             while not done.wait(self.TTL / 6):
@@ -159,8 +157,12 @@ _OWNED = re.compile(r"dft_([0-9a-f]{12})_\w+")
 
 
 def _lease_held(client: MongoClient[Any], session: str) -> bool:
-    return client[LEASE_DB]["leases"].find_one(
-        {"_id": session, "expires": {"$gt": time.time()}}) is not None
+    """Whether the lease is unexpired by the server's own clock (hosts' clocks differ)."""
+    lease = client[LEASE_DB]["leases"].find_one({"_id": session})
+    if lease is None:
+        return False
+    now = client.admin.command("hello")["localTime"]
+    return bool(lease["expires"] > now)
 
 
 class Mongod(LocalRecipe):

@@ -282,8 +282,10 @@ def database_name(kind: str = "") -> str:
 
 
 _NUMBERS = itertools.count(1)
-# depfakes_<session id>_<rest>: whose a database is, for the sweep.
-_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_[a-z0-9_]+")
+# Whose a database is, for the sweep: depfakes_<session>_<n>, a session's template
+# depfakes_<session>_tpl<pin>[_<n>]. Not the pid-named ones of depfakes before leases
+# (depfakes_<session>_<pid>_<n>): their sessions hold no lease, and may be alive.
+_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:\d+|tpl\d*(?:_\d+)?)")
 
 
 def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
@@ -308,7 +310,10 @@ class AdvisoryLease:
     def _held(self, url: str, sessions: Sequence[str]) -> Iterator[None]:
         import psycopg
 
-        connection = psycopg.connect(url, autocommit=True, application_name="depfakes lease")
+        # Keepalives and no idle timeout: the lease must last as long as its owner.
+        connection = psycopg.connect(url, autocommit=True, application_name="depfakes lease",
+                                     keepalives=1, keepalives_idle=30,
+                                     options="-c idle_session_timeout=0")
         try:
             for session in sessions:
                 connection.execute("SELECT pg_advisory_lock_shared(%s)", (_lease_key(session),))
@@ -510,7 +515,9 @@ class PostgresProvider(Provider):
                         _template_state(admin, self._template) == "ready"):
                     self._build_template(ctx, admin)
             finally:
-                admin.execute("SELECT pg_advisory_unlock(%s)", (_lease_key(self._template),))
+                with contextlib.suppress(psycopg.Error):  # never hide the init hook's error
+                    admin.execute("SELECT pg_advisory_unlock(%s)",
+                                  (_lease_key(self._template),))
         self._pool = ClonePool(self._admin_url, self._template, strategy)
 
     def _build_template(self, ctx: StartContext, admin: psycopg.Connection[Any]) -> None:
