@@ -213,7 +213,7 @@ class _GuardedCSocket(_socket.socket):
 
 def _guard_postgres_drivers() -> None:
     """libpq connects in C, past every Python socket: check the host first."""
-    psycopg = sys.modules.get("psycopg")
+    psycopg: Any = sys.modules.get("psycopg")
     if psycopg is not None and "psycopg" not in _original:
         from psycopg.conninfo import conninfo_to_dict
 
