@@ -25,8 +25,31 @@ PLACEHOLDER = "DEPFAKES-SCRUBBED"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
                             "x-api-key", "x-auth-token", "x-amz-security-token"})
 _SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "pwd", "signature", "sig",
-                 "credential", "credentials", "auth", "apikey", "session")
-_SECRET_SUFFIXES = ("token", "key", "secret", "password", "signature")
+                 "credential", "credentials", "auth", "apikey", "session", "jwt", "otp",
+                 "passphrase", "assertion", "sessionid", "privatekey")
+_SECRET_SUFFIXES = ("token", "key", "secret", "password", "signature", "sessionid")
+# Names that only look secret: what kind of token, where to get one, CORS.
+_NOT_SECRET_NAMES = frozenset({"token_type", "token_endpoint", "authorization_endpoint",
+                               "token_endpoint_auth_method", "access-control-allow-credentials",
+                               "access-control-allow-headers", "auth_type", "key_type"})
+# Secret as a whole name, too generic as a word ("country_code" is not).
+_SECRET_NAMES = frozenset({"code", "code_verifier", "connection_string", "connectionstring",
+                           "x-jwt-assertion", "client_assertion", "pin", "cvv", "cvc"})
+# Values that are secrets whatever field they sit in (scrubbed anywhere, and what
+# `depfakes cassettes check` looks for).
+TOKEN_SHAPES = {
+    "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})"),
+    "Slack token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    "Stripe key": re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+    "Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*-----END [A-Z ]*PRIVATE "
+                              r"KEY-----"),
+}
+# Response headers that carry a URL, whose query or fragment may hold a token (OAuth's
+# implicit flow redirects to ...#access_token=...).
+_URL_HEADERS = frozenset({"location", "content-location", "refresh", "link"})
 
 
 class BrokenCassette(DepfakesError):
@@ -38,7 +61,10 @@ class BrokenCassette(DepfakesError):
 def is_secret_name(name: str, extra: Iterable[str] = ()) -> bool:
     """Whether a header, parameter or JSON field name looks like it holds a secret."""
     lowered = name.lower()
-    if lowered in SECRET_HEADERS or lowered in {e.lower() for e in extra}:
+    if lowered in _NOT_SECRET_NAMES:
+        return False
+    if lowered in SECRET_HEADERS or lowered in _SECRET_NAMES or \
+            lowered in {e.lower() for e in extra}:
         return True
     parts = [p for p in re.split(r"[^a-z0-9]+", lowered) if p]
     return any(p in _SECRET_WORDS for p in parts) or lowered.endswith(_SECRET_SUFFIXES)
@@ -60,17 +86,26 @@ def _safe(name: str) -> str:
 
 @dataclass
 class Scrubber:
+    """What recording writes: secrets replaced by PLACEHOLDER, wherever they sit."""
+
     extra_names: tuple[str, ...] = ()
     # Project rules (the pytest_depfakes_scrub_* hooks), run after the built-in ones.
     more_request: Callable[[Any], Any] | None = None
     more_response: Callable[[Any], Any] | None = None
 
+    def secret(self, name: str) -> bool:
+        return is_secret_name(name, self.extra_names)
+
     def request(self, request: Any) -> Any:
         for header in list(request.headers):
-            if is_secret_name(header, self.extra_names):
+            if self.secret(header):
                 request.headers[header] = PLACEHOLDER
         request.uri = self._scrub_url(request.uri)
-        request.body = self._scrub_body(request.body, request.headers.get("Content-Type", ""))
+        body = _decoded(request.body, request.headers)
+        if body is not request.body:  # stored decoded, so scrubbing (and people) can read it
+            for header in [h for h in request.headers if h.lower() == "content-encoding"]:
+                del request.headers[header]
+        request.body = self._scrub_body(body, _header(request.headers, "content-type"))
         if self.more_request is not None:
             self.more_request(request)
         return request
@@ -79,8 +114,10 @@ class Scrubber:
         response = copy.deepcopy(response)  # the client may still read the original
         headers = response.get("headers", {})
         for header in list(headers):
-            if is_secret_name(header, self.extra_names):
+            if self.secret(header):
                 headers[header] = [PLACEHOLDER]
+            elif header.lower() in _URL_HEADERS:
+                headers[header] = [self._scrub_url(str(v)) for v in _as_list(headers[header])]
         content_type = " ".join(_first(headers, "content-type"))
         body = response.get("body", {})
         if isinstance(body, dict) and "string" in body:
@@ -91,37 +128,113 @@ class Scrubber:
 
     def _scrub_url(self, url: str) -> str:
         parts = urlsplit(url)
-        if not parts.query:
-            return url
-        query = [(k, PLACEHOLDER if is_secret_name(k, self.extra_names) else v)
-                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        return urlunsplit(parts._replace(query=urlencode(query, safe=PLACEHOLDER)))
+        scrubbed = parts._replace(path=_scrub_shapes(parts.path),
+                                  query=self._scrub_pairs(parts.query),
+                                  fragment=self._scrub_pairs(parts.fragment))
+        return url if scrubbed == parts else urlunsplit(scrubbed)
+
+    def _scrub_pairs(self, text: str) -> str:
+        """A query or fragment: secret-named parameters replaced, the rest as it was."""
+        if "=" not in text:
+            return _scrub_shapes(text)
+        pairs = parse_qsl(text, keep_blank_values=True)
+        if not any(self.secret(k) or _scrub_shapes(v) != v for k, v in pairs):
+            return text
+        return urlencode([(k, PLACEHOLDER if self.secret(k) else _scrub_shapes(v))
+                          for k, v in pairs], safe=PLACEHOLDER + "/:")
 
     def _scrub_body(self, body: Any, content_type: str) -> Any:
         if not body:
             return body
+        if isinstance(body, (dict, list)):  # aiohttp's json=: a mapping, not text
+            return self._scrub_json(body)
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        if "json" in content_type or text.lstrip()[:1] in ("{", "["):
-            try:
-                scrubbed = json.dumps(self._scrub_json(json.loads(text)))
-            except ValueError:
-                return body
-        elif "x-www-form-urlencoded" in content_type:
-            pairs = parse_qsl(text, keep_blank_values=True)
-            scrubbed = urlencode([(k, PLACEHOLDER if is_secret_name(k, self.extra_names) else v)
-                                  for k, v in pairs])
-        else:
+        scrubbed = self._scrub_text(text, content_type.lower())
+        if scrubbed == text:
             return body
         return scrubbed.encode() if isinstance(body, bytes) else scrubbed
 
-    def _scrub_json(self, value: Any) -> Any:
+    def _scrub_text(self, text: str, content_type: str) -> str:
+        stripped = text.lstrip()
+        if "json" in content_type or stripped[:1] in ("{", "["):
+            try:
+                return json.dumps(self._scrub_json(json.loads(text)))
+            except ValueError:
+                pass
+        if "multipart/form-data" in content_type:
+            return _scrub_shapes(self._scrub_multipart(text, content_type))
+        if "xml" in content_type or stripped.startswith("<"):
+            return _scrub_shapes(_XML_ELEMENT.sub(self._scrub_element, text))
+        if "x-www-form-urlencoded" in content_type or _FORM.fullmatch(stripped):
+            return self._scrub_pairs(text)
+        return _scrub_shapes(text)
+
+    def _scrub_element(self, match: re.Match[str]) -> str:
+        local = match["tag"].rpartition(":")[2]
+        if self.secret(local):
+            return f"<{match['tag']}{match['attrs']}>{PLACEHOLDER}</{match['tag']}>"
+        return match[0]
+
+    def _scrub_multipart(self, text: str, content_type: str) -> str:
+        boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+        if not boundary:
+            return text
+        parts = text.split(f"--{boundary[1]}")
+        for index, part in enumerate(parts):
+            head, sep, _ = part.partition("\r\n\r\n")
+            name = re.search(r'\bname="([^"]*)"', head)
+            if sep and name and self.secret(name[1]):
+                parts[index] = f"{head}{sep}{PLACEHOLDER}\r\n"
+        return f"--{boundary[1]}".join(parts)
+
+    def _scrub_json(self, value: Any, inside_secret: bool = False) -> Any:
         if isinstance(value, dict):
-            return {k: PLACEHOLDER if is_secret_name(str(k), self.extra_names) and
-                    not isinstance(v, (dict, list)) else self._scrub_json(v)
+            return {k: self._scrub_json(v, inside_secret or self.secret(str(k)))
                     for k, v in value.items()}
         if isinstance(value, list):
-            return [self._scrub_json(item) for item in value]
-        return value
+            return [self._scrub_json(item, inside_secret) for item in value]
+        if inside_secret and value is not None:  # a secret-named key holds it, however deep
+            return PLACEHOLDER
+        return _scrub_shapes(value) if isinstance(value, str) else value
+
+
+_XML_ELEMENT = re.compile(r"<(?P<tag>[\w:.-]+)(?P<attrs>\s[^<>]*)?>(?P<value>[^<]*)"
+                          r"</(?P=tag)>")
+_FORM = re.compile(r"[\w.%+-]+=[^\s&]*(?:&[\w.%+-]+=[^\s&]*)*")
+
+
+def _scrub_shapes(text: str) -> str:
+    for pattern in TOKEN_SHAPES.values():
+        text = pattern.sub(PLACEHOLDER, text)
+    return text
+
+
+def _decoded(body: Any, headers: Any) -> Any:
+    """A gzip/deflate request body, decompressed (else ``body`` itself)."""
+    encoding = _header(headers, "content-encoding").lower()
+    if not isinstance(body, bytes) or encoding not in ("gzip", "deflate"):
+        return body
+    import zlib
+
+    try:
+        return zlib.decompress(body, 47 if encoding == "gzip" else 15)
+    except zlib.error:
+        try:
+            return zlib.decompress(body, -15)  # raw deflate
+        except zlib.error:
+            return body
+
+
+def _header(headers: Any, name: str) -> str:
+    for key in headers:
+        if key.lower() == name:
+            value = headers[key]
+            return str(value[0] if isinstance(value, list) and value else value)
+    return ""
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values if isinstance(values, list) else [values]
 
 
 def _first(headers: dict[str, Any], name: str) -> list[str]:

@@ -20,16 +20,27 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from depfakes.backends import Listed
-from depfakes.cassettes import PLACEHOLDER, BrokenCassette, check_loadable, is_secret_name
+from depfakes.cassettes import (
+    PLACEHOLDER,
+    TOKEN_SHAPES,
+    BrokenCassette,
+    check_loadable,
+    is_secret_name,
+)
 
 # Values that are secrets whatever field they sit in.
 _SECRET_PATTERNS = {
-    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
-    "Slack token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"),
+    **TOKEN_SHAPES,
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "bearer token": re.compile(r"\bBearer\s+(?!" + PLACEHOLDER + r")[A-Za-z0-9._~+/=-]{8,}"),
 }
+# Request headers whose values are random but not secret (ids, hashes, dates).
+_NOT_SECRET_HEADERS = frozenset({
+    "user-agent", "accept", "accept-encoding", "accept-language", "content-type",
+    "content-length", "content-md5", "etag", "if-none-match", "if-match", "host",
+    "traceparent", "tracestate", "x-request-id", "x-correlation-id", "x-amz-date",
+    "x-amz-content-sha256", "idempotency-key", "x-idempotency-key", "sentry-trace", "baggage",
+})
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,10 @@ def _secret_values(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 for value in values if isinstance(values, list) else [values]:
                     if is_secret_name(name) and _unscrubbed(value):
                         yield f"{side} header {name} (interaction {number})", str(value)
+                    elif side == "request" and name.lower() not in _NOT_SECRET_HEADERS and \
+                            _random_looking(str(value)):
+                        yield (f"request header {name} (interaction {number}) holds a "
+                               "random-looking value"), str(value)
         for name, value in parse_qsl(urlsplit(request["uri"]).query):
             if is_secret_name(name) and _unscrubbed(value):
                 yield f"query parameter {name} (interaction {number})", value
@@ -111,16 +126,32 @@ def _body_fields(body: Any) -> Iterator[tuple[str, str]]:
         yield from parse_qsl(body)
 
 
-def _json_fields(value: Any) -> Iterator[tuple[str, str]]:
+def _json_fields(value: Any, secret_parent: str | None = None) -> Iterator[tuple[str, str]]:
+    """(name, value) of every leaf; a leaf under a secret-named key carries that name."""
     if isinstance(value, dict):
         for key, item in value.items():
+            name = secret_parent or (str(key) if is_secret_name(str(key)) else None)
             if isinstance(item, (dict, list)):
-                yield from _json_fields(item)
+                yield from _json_fields(item, name)
             elif item is not None:
-                yield str(key), str(item)
+                yield name or str(key), str(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _json_fields(item)
+            yield from _json_fields(item, secret_parent)
+
+
+def _random_looking(value: str) -> bool:
+    """A long token-like string with the entropy of a generated credential."""
+    import math
+    from collections import Counter
+
+    for word in re.findall(r"[A-Za-z0-9+/_=.-]{24,}", value):
+        counts = Counter(word)
+        entropy = -sum(n / len(word) * math.log2(n / len(word)) for n in counts.values())
+        has_mix = any(c.isdigit() for c in word) and any(c.isalpha() for c in word)
+        if entropy >= 4.2 and has_mix and PLACEHOLDER not in word:
+            return True
+    return False
 
 
 def _unscrubbed(value: Any) -> bool:

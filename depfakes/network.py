@@ -211,14 +211,24 @@ class _GuardedCSocket(_socket.socket):
     sendmsg = _guarded_sendmsg
 
 
+def _imported(name: str) -> Any:
+    """The module if it is imported completely (not still importing in another thread)."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    return None if module is None or getattr(spec, "_initializing", False) else module
+
+
 def _guard_postgres_drivers() -> None:
-    """libpq connects in C, past every Python socket: check the host first."""
-    psycopg: Any = sys.modules.get("psycopg")
+    """libpq connects in C, past every Python socket: check the host first. Drivers still
+    being imported are guarded by the next policy."""
+    psycopg: Any = _imported("psycopg")
     if psycopg is not None and "psycopg" not in _original:
         from psycopg.conninfo import conninfo_to_dict
 
         def hosts(conninfo: str = "", **kwargs: Any) -> list[str]:
-            params = conninfo_to_dict(conninfo, **kwargs)
+            # Only the conninfo and host keywords: connect() takes others (autocommit...).
+            params = {**conninfo_to_dict(conninfo),
+                      **{k: v for k, v in kwargs.items() if k in ("host", "hostaddr")}}
             return [h for key in ("host", "hostaddr")
                     for h in str(params.get(key) or "").split(",") if h]
 
@@ -227,12 +237,13 @@ def _guard_postgres_drivers() -> None:
             cls.connect = _checked_connect(cls.__dict__["connect"], hosts)
         psycopg.connect = psycopg.Connection.connect  # the module's alias of the original
         _original["psycopg"] = True
-    psycopg2: Any = sys.modules.get("psycopg2")
+    psycopg2: Any = _imported("psycopg2")
     if psycopg2 is not None and "psycopg2" not in _original:
         from psycopg2.extensions import parse_dsn  # type: ignore[import-untyped]
 
         def hosts2(dsn: str = "", **kwargs: Any) -> list[str]:
-            params = {**(parse_dsn(dsn) if dsn else {}), **kwargs}
+            params = {**(parse_dsn(dsn) if dsn else {}),
+                      **{k: v for k, v in kwargs.items() if k in ("host", "hostaddr")}}
             return [h for key in ("host", "hostaddr")
                     for h in str(params.get(key) or "").split(",") if h]
 

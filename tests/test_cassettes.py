@@ -355,6 +355,8 @@ def test_moto_and_real_servers_keep_working_beside_http(project, pytester, monke
             remote = boto3.client("s3", endpoint_url=deps.s3.endpoint_url)
             assert remote.get_object(Bucket="bucket", Key="k")["Body"].read() == b"v"
             assert deps.postgres.connect().execute("SELECT 1").fetchone() == (1,)
+            with deps.postgres.connect(autocommit=True) as conn:  # connect()'s own options
+                assert conn.execute("SELECT 2").fetchone() == (2,)
             # The test's own Docker calls (testcontainers uses docker-py) work too.
             assert docker.from_env().ping()
         """
@@ -368,3 +370,158 @@ def test_moto_and_real_servers_keep_working_beside_http(project, pytester, monke
     recorded = "".join(path.read_text() for path in cassettes)
     assert "amazonaws" not in recorded
     assert "127.0.0.1" not in recorded
+
+
+class PlantedApi(BaseHTTPRequestHandler):
+    """An API whose answers carry secrets the way real ones do (OAuth, STS, redirects)."""
+
+    def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/oauth/implicit"):
+            self._send(302, b"", "text/plain",
+                       Location="https://app.example/cb#access_token=FRAG-SECRET-1&state=xyz")
+        elif self.path.startswith("/sts"):
+            self._send(200, b"<AssumeRoleResponse><Credentials><AccessKeyId>ASIAABCDEFGHIJKLMNOP"
+                            b"</AccessKeyId><SecretAccessKey>STS-SECRET-5</SecretAccessKey>"
+                            b"<SessionToken>STS-SESSION-6</SessionToken></Credentials>"
+                            b"</AssumeRoleResponse>", "text/xml")
+        else:
+            self._send(200, b'{"ok": true}', "application/json")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/oauth/token"):
+            self._send(200, json.dumps({
+                "access_token": "OAUTH-ACCESS-2", "refresh_token": "OAUTH-REFRESH-3",
+                "id_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbmEifQ.c2lnbmF0dXJlX3NlY3JldA",
+                "token_type": "bearer"}).encode(), "application/json")
+        elif self.path.startswith("/oauth/form"):
+            self._send(200, b"access_token=FORM-ACCESS-4&scope=repo",
+                       "application/x-www-form-urlencoded")
+        else:
+            self._send(200, b'{"ok": true}', "application/json")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+PLANTED_CLIENTS = """
+import asyncio, gzip, json, os
+import aiohttp, httpx, pytest, requests, urllib3
+
+BASE = os.environ["REMOTE_BASE"]
+pytestmark = pytest.mark.deps("http")
+
+def test_aiohttp_json_body():
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            body = {"password": "AIOHTTP-JSON-7", "nested": {"api_key": ["LIST-8"]}}
+            async with session.post(f"{BASE}/aio", json=body) as response:
+                return response.status
+    assert asyncio.run(go()) == 200
+
+def test_httpx_gzip_request_and_oauth():
+    body = gzip.compress(json.dumps({"client_secret": "GZIP-9", "grant": "x"}).encode())
+    r = httpx.post(f"{BASE}/oauth/token", content=body,
+                   headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert r.json()["token_type"] == "bearer"
+    assert httpx.post(f"{BASE}/oauth/form", data={"a": "b"}).status_code == 200
+    assert httpx.get(f"{BASE}/oauth/implicit").status_code == 302
+    assert b"AssumeRoleResponse" in httpx.get(f"{BASE}/sts").content
+
+def test_requests_multipart_and_secret_names():
+    r = requests.post(f"{BASE}/upload", data={"passphrase": "MULTI-10", "title": "t"},
+                      files={"f": ("a.txt", b"hello")})
+    assert r.status_code == 200
+    r = requests.post(f"{BASE}/json", json={
+        "credentials": {"user": "ana", "value": "DICT-11"}, "otp": "OTP-12", "code": "CODE-13",
+        "code_verifier": "VERIFIER-14", "jwt": "JWT-15", "client_assertion": "ASSERT-16",
+        "connection_string": "CONN-17", "sessionid": "SESS-18"})
+    assert r.status_code == 200
+
+def test_urllib3_header_and_token_in_path():
+    token = "ghp_" + "A" * 20 + "0123456789abcdef"
+    r = urllib3.request("GET", f"{BASE}/repos/{token}/x", headers={"X-JWT-Assertion": "HDR-19"})
+    assert r.status == 200
+"""
+
+PLANTED = ["FRAG-SECRET-1", "OAUTH-ACCESS-2", "OAUTH-REFRESH-3", "c2lnbmF0dXJlX3NlY3JldA",
+           "FORM-ACCESS-4", "STS-SECRET-5", "STS-SESSION-6", "ASIAABCDEFGHIJKLMNOP",
+           "AIOHTTP-JSON-7", "LIST-8", "GZIP-9", "MULTI-10", "DICT-11", "OTP-12", "CODE-13",
+           "VERIFIER-14", "JWT-15", "ASSERT-16", "CONN-17", "SESS-18", "HDR-19",
+           "ghp_AAAAAAAAAAAAAAAAAAAA0123456789abcdef"]
+
+
+def test_planted_secrets_never_reach_the_cassette(project, pytester, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PlantedApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{server.server_address[1]}")
+        monkeypatch.delenv("DEPFAKES_RECORD_MODE", raising=False)
+        project(PLANTED_CLIENTS, conftest=RESOLVER, name="test_planted")
+        recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:randomly")
+        recorded.assert_outcomes(passed=4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    everything = "\n".join(_cassettes(pytester).values())
+    assert len(_cassettes(pytester)) == 4
+    found = [secret for secret in PLANTED if secret in everything]
+    assert found == [], f"written to disk: {found}"
+    assert "title" in everything  # the rest is kept
+    assert "scope=repo" in everything
+    check = _check(pytester.path / "cassettes")
+    assert check.returncode == 0, check.stdout
+    # Replay still matches the scrubbed requests (token in the path included).
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
+
+
+def _check(path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "depfakes.cli", "cassettes", "check",
+                           str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_check_finds_what_scrubbing_missed_by_shape_and_entropy(tmp_path):
+    cassette = tmp_path / "missed.yaml"
+    cassette.write_text(textwrap.dedent("""\
+        interactions:
+        - request:
+            body: null
+            headers:
+              X-Custom:
+              - q8ZfT2mW9xKpL4vN7cR1sB6yH3jD0gAe
+              User-Agent:
+              - python-httpx/0.28.1 8f2a9c1e7b3d4f6a0e5c9b8d7a6f5e4d3c2b1a09
+            method: GET
+            uri: https://api.example.com/v1/things
+          response:
+            body:
+              string: '{"data": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbmEifQ.c2lnbmF0dXJlX3NlY3JldA",
+                "cursor": "abc"}'
+            headers:
+              X-Thing:
+              - sk_live_0123456789abcdefABCD
+            status:
+              code: 200
+              message: OK
+        version: 1
+        """))
+    check = _check(cassette)
+    assert check.returncode == 1
+    out = check.stdout
+    assert f"{cassette}:6: looks like a secret: request header X-Custom" in out
+    assert "User-Agent" not in out
+    assert f"{cassette}:13: looks like a secret: JWT" in out
+    assert f"{cassette}:17: looks like a secret: Stripe key" in out
+    assert "cursor" not in out

@@ -108,7 +108,7 @@ POLICY_TESTS = f"""
         with pytest.raises(NetworkRefused, match=HOST):
             psycopg.connect(f"host={{HOST}} port=8080 connect_timeout=3")
         with pytest.raises(NetworkRefused, match=HOST):
-            psycopg.connect(host=HOST, port=8080, connect_timeout=3)
+            psycopg.connect(host=HOST, port=8080, connect_timeout=3, autocommit=True)
 
     def test_loopback_and_unix_sockets_still_work():
         server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()

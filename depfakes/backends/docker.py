@@ -238,13 +238,20 @@ def _testcontainers_client() -> Any:
     return DockerClient()
 
 
+@functools.lru_cache(maxsize=1)
 def _reached_on_loopback() -> bool:
-    """Whether this machine reaches published ports on the engine's loopback (a local
-    engine): then they are published there only, never on the network."""
+    """Whether this machine reaches published ports on the engine's loopback: a local
+    engine, or (inside a container, where testcontainers would use the gateway) an engine
+    that runs on this very host. Ports are then published on loopback only."""
     from testcontainers.core.config import ConnectionMode
 
     tc = _testcontainers_client()
-    return tc.get_connection_mode() == ConnectionMode.docker_host and tc.host() in _LOCALHOSTS
+    if tc.get_connection_mode() == ConnectionMode.docker_host:
+        return tc.host() in _LOCALHOSTS
+    try:
+        return bool(tc.client.info().get("Name") == socket.gethostname())
+    except Exception:
+        return False
 
 
 def ensure_image(client: Any, image: str) -> None:
@@ -365,11 +372,18 @@ def _address(container: Any, port: int) -> tuple[str, int]:
     published port, or the container's bridge address and the port itself."""
     from testcontainers.core.config import ConnectionMode
 
+    from depfakes.network import allow_server_host
+
     tc = _testcontainers_client()
     mode = tc.get_connection_mode()
-    if mode == ConnectionMode.bridge_ip:
+    if _reached_on_loopback():
+        host = "127.0.0.1"
+    elif mode == ConnectionMode.bridge_ip:
+        allow_server_host(tc.bridge_ip(container.id))
         return tc.bridge_ip(container.id), port
-    host = tc.host() if mode == ConnectionMode.docker_host else tc.gateway_ip(container.id)
+    else:
+        host = tc.host() if mode == ConnectionMode.docker_host else tc.gateway_ip(container.id)
+    allow_server_host(host)  # reached while a test that declares 'http' runs, perhaps
     container.reload()
     bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
     for binding in bindings:

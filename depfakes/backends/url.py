@@ -77,6 +77,9 @@ def server_from_url(url: str, provider: type[Provider]) -> Server:
     if not parts.hostname and "host=" not in parts.query:
         raise BackendUnavailable(f"{redact(url)!r} is not a server URL (expected "
                                  f"{provider.server_info.url_scheme}://host:port/...)")
+    from depfakes.network import allow_server_host
+
+    allow_server_host(parts.hostname or "")  # tests that also declare 'http' reach it
     return Server("url", parts.hostname or "", port, url, f"url {redact(url)}")
 
 
