@@ -45,6 +45,11 @@ class Deps:
         self._acquired = list(acquired)
         self._handles = {entry.key[0]: entry.handle for entry in acquired}
 
+    def _add(self, other: Deps) -> None:
+        """Take in the handles of dependencies acquired after this test started."""
+        self._acquired += other._acquired
+        self._handles.update(other._handles)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -125,6 +130,24 @@ def env_targets(spec: DepsSpec, env_lines: Sequence[str]) -> dict[str, tuple[str
             targets[var.strip()] = (target.strip(), False)
     targets.update({var: (target, True) for var, target in spec.env.items()})
     return targets
+
+
+# `PG* = postgres`: the libpq variables psycopg, Django, psql and subprocesses read.
+LIBPQ_ENV = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGPASSWORD": "password",
+             "PGDATABASE": "dbname"}
+
+
+def expand_env_lines(lines: Sequence[str]) -> list[str]:
+    """ini ``depfakes_env`` lines, with ``PG* = postgres`` written out as the libpq set."""
+    expanded = []
+    for line in lines:
+        var, sep, target = line.partition("=")
+        if sep and var.strip() == "PG*":
+            name = target.strip()
+            expanded += [f"{libpq} = {name}.{attr}" for libpq, attr in LIBPQ_ENV.items()]
+        else:
+            expanded.append(line)
+    return expanded
 
 
 def parse_env_lines(lines: Sequence[str]) -> None:

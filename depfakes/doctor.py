@@ -15,8 +15,8 @@ from depfakes import registry
 from depfakes.backends import registered
 from depfakes.state import SPEC_KEY, session_state
 
-# Set by the collection hook, read by the CLI after pytest returns.
-verdict: dict[str, int] = {"exit": 0}
+# Set by the collection hook; the session's exit status follows it (plugin).
+FAILED_KEY = pytest.StashKey[bool]()
 
 
 def report(session: pytest.Session) -> None:
@@ -46,4 +46,4 @@ def report(session: pytest.Session) -> None:
         write(f"depfakes doctor: {', '.join(failing)} cannot run here, but tests declare it")
     else:
         write("depfakes doctor: every declared dependency can run here")
-    verdict["exit"] = 1 if failing else 0
+    session.config.stash[FAILED_KEY] = bool(failing)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from depfakes.deps import Deps, open_deps
-from depfakes.marker import EMPTY_SPEC
+from depfakes.errors import MarkerError
+from depfakes.marker import EMPTY_SPEC, DepsSpec, spec_for
 from depfakes.network import restricted
 from depfakes.state import DEPS_KEY, SPEC_KEY, session_state
 
@@ -51,7 +52,7 @@ def deps(request: pytest.FixtureRequest) -> Iterator[Deps]:
 def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     # A marked test gets its dependencies (and their env vars) even if it never asks for
     # `deps`; autouse also puts them in place before the test's other fixtures run.
-    spec = request.node.stash.get(SPEC_KEY, EMPTY_SPEC)
+    spec = current_spec(request.node)
     settings = session_state(request.config).runtime.settings
     # The 'http' provider applies the network policy itself, with its cassette's exceptions.
     policy = (restricted("depfakes_block_network is on", settings.get("allow_hosts"))
@@ -63,34 +64,76 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+def current_spec(item: pytest.Item) -> DepsSpec:
+    """What the test declares now: markers added by any plugin's or conftest's collection
+    hook count, whatever order those hooks ran in (read again when the test sets up)."""
+    try:
+        spec = spec_for(item, requested_dependencies(item))
+    except MarkerError as exc:
+        pytest.fail(f"depfakes: {item.nodeid}: {exc}", pytrace=False)
+    item.stash[SPEC_KEY] = spec
+    return spec
+
+
+def requested_dependencies(item: pytest.Item) -> Iterator[str]:
+    """Dependencies declared by requesting their fixture (ours, not a same-named one)."""
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is None:
+        return
+    for name in DEPENDENCY_FIXTURES:
+        definitions = fixture_info.name2fixturedefs.get(name)
+        if definitions and getattr(definitions[-1].func, "__module__", "") == __name__:
+            yield name
+
+
+def _handle(request: pytest.FixtureRequest, name: str) -> Any:
+    """The test's handle for ``name``; a dependency first requested at run time (e.g.
+    ``request.getfixturevalue("redis")`` in a parametrized fixture) is acquired now, its
+    server started if it was not, and released with the test."""
+    opened: Deps = request.getfixturevalue("deps")
+    if name not in opened:
+        state = session_state(request.config)
+        item = request.node
+        assert isinstance(item, pytest.Item)
+        late = open_deps(item, DepsSpec(versions={name: None}), state.runtime, state.env_lines)
+        opened._add(late.__enter__())
+        request.addfinalizer(lambda: late.__exit__(None, None, None))
+    return getattr(opened, name)
+
+
 @pytest.fixture(name="mongo")
-def mongo(deps: Deps) -> MongoHandle:
+def mongo(request: pytest.FixtureRequest) -> MongoHandle:
     """This test's MongoDB database. Requesting it declares 'mongo'."""
-    return deps.mongo
+    handle: MongoHandle = _handle(request, "mongo")
+    return handle
 
 
 @pytest.fixture(name="postgres")
-def postgres(deps: Deps) -> PostgresHandle:
+def postgres(request: pytest.FixtureRequest) -> PostgresHandle:
     """This test's PostgreSQL database. Requesting it declares 'postgres'."""
-    return deps.postgres
+    handle: PostgresHandle = _handle(request, "postgres")
+    return handle
 
 
 @pytest.fixture(name="redis")
-def redis(deps: Deps) -> RedisHandle:
+def redis(request: pytest.FixtureRequest) -> RedisHandle:
     """This test's Redis (fakeredis by default). Requesting it declares 'redis'."""
-    return deps.redis
+    handle: RedisHandle = _handle(request, "redis")
+    return handle
 
 
 @pytest.fixture(name="s3")
-def s3(deps: Deps) -> S3Handle:
+def s3(request: pytest.FixtureRequest) -> S3Handle:
     """This test's S3 (moto). Requesting it declares 's3'."""
-    return deps.s3
+    handle: S3Handle = _handle(request, "s3")
+    return handle
 
 
 @pytest.fixture(name="http")
-def http(deps: Deps) -> HttpHandle:
+def http(request: pytest.FixtureRequest) -> HttpHandle:
     """This test's HTTP stubs (respx router, local server). Requesting it declares 'http'."""
-    return deps.http
+    handle: HttpHandle = _handle(request, "http")
+    return handle
 
 
 # Fixture name -> dependency it declares, for the collection hook.

@@ -8,15 +8,17 @@ import pytest
 
 
 @pytest.hookspec
-def pytest_depfakes_postgres_init(dsn: str) -> None:
+def pytest_depfakes_postgres_init(dsn: str, config: pytest.Config) -> None:
     """Create the schema (and seed data) in the PostgreSQL template database at ``dsn``.
 
-    Runs once per session; every test's database is a clone of the result.
+    Runs once per session; every test's database is a clone of the result. ``config`` is
+    the session's (your own command-line options: ``config.getoption(...)``); take only
+    the arguments you need.
     """
 
 
 @pytest.hookspec
-def pytest_depfakes_mongo_init(db: Any) -> None:
+def pytest_depfakes_mongo_init(db: Any, config: pytest.Config) -> None:
     """Create collections, indexes and seed documents in the MongoDB template database
     (a pymongo ``Database``). Runs once per session; every test's database gets a copy."""
 

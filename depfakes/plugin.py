@@ -5,7 +5,7 @@ Everything else lives in its own module; this file only wires it into pytest.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -14,16 +14,16 @@ from depfakes import registry
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
-from depfakes.deps import parse_env_lines, verify
+from depfakes.deps import expand_env_lines, parse_env_lines, verify
 from depfakes.errors import DepfakesError, MarkerError, MissingExtra
 from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixtures
-    DEPENDENCY_FIXTURES,
     _depfakes_autouse,
     deps,
     http,
     mongo,
     postgres,
     redis,
+    requested_dependencies,
     s3,
 )
 from depfakes.marker import MARKER, spec_for
@@ -61,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if unknown:
             raise ValueError(f"depfakes_optional names {', '.join(sorted(unknown))}: known "
                              f"dependencies are {', '.join(registry.names())}")
-        env_lines = settings.get("env")
+        env_lines = expand_env_lines(settings.get("env"))
         parse_env_lines(env_lines)
         validate_choices(settings.get("backend"),
                          {name: registry.get(name) for name in registry.names()})
@@ -89,20 +89,21 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     if config.option.collectonly or config.option.markexpr or config.option.keyword:
         return
     try:
-        spec = spec_for(item, _requested_dependencies(item))
+        spec = spec_for(item, requested_dependencies(item))
     except (DepfakesError, KeyError):
         return  # reported with the other marker errors after collection
     _start(config, spec.versions.items())
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # tryfirst: the plain per-dependency markers must exist before `-m` deselects.
+    # Not tryfirst: conftest hooks (which run first) may add deps markers, and this still
+    # runs before pytest's own `-m` deselection. Markers added later still count: the
+    # test reads its declaration again when it sets up (fixtures.current_spec).
     errors: list[str] = []
     missing: dict[str, tuple[MissingExtra | None, list[str]]] = {}
     for item in items:
         try:
-            spec = spec_for(item, _requested_dependencies(item))
+            spec = spec_for(item, requested_dependencies(item))
         except MarkerError as exc:
             errors.append(f"{item.nodeid}: {exc}")
             continue
@@ -138,6 +139,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from depfakes.doctor import FAILED_KEY
+
+    if session.config.stash.get(FAILED_KEY, False):  # depfakes doctor: a declared
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # dependency cannot run here
     workeroutput = getattr(session.config, "workeroutput", None)  # an xdist worker
     if workeroutput is not None:
         workeroutput["depfakes"] = session_state(session.config).runtime.export()
@@ -174,17 +179,6 @@ def _start(config: pytest.Config, versions: object) -> None:
     runtime = session_state(config).runtime
     for name, version in versions:  # type: ignore[attr-defined]
         runtime.prepare(name, version)
-
-
-def _requested_dependencies(item: pytest.Item) -> Iterator[str]:
-    """Dependencies declared by requesting their fixture (ours, not a same-named one)."""
-    fixture_info = getattr(item, "_fixtureinfo", None)
-    if fixture_info is None:
-        return
-    for name in DEPENDENCY_FIXTURES:
-        definitions = fixture_info.name2fixturedefs.get(name)
-        if definitions and getattr(definitions[-1].func, "__module__", "") == "depfakes.fixtures":
-            yield name
 
 
 def _check_installed(name: str, nodeid: str,

@@ -76,23 +76,33 @@ class Runtime:
                                  lambda: self._status_text.get(key, "starting"))
         try:
             provider = future.result()
-        except Unavailable as exc:
-            message = f"depfakes: {key_label(key)} is not available here: {exc}"
-            if self.strict and name not in self.settings.get("optional"):
-                pytest.fail(f"{message} (failing, not skipping, because --deps-strict is on)",
-                            pytrace=False)
-            pytest.skip(message)
         except Exception as exc:
-            first = self._first_failure.setdefault(key, item.nodeid)
-            if first != item.nodeid:
-                pytest.fail(f"depfakes: {key_label(key)} failed to start; the error is shown "
-                            f"once, at {first}", pytrace=False)
-            if isinstance(exc, DepfakesError):
-                pytest.fail(f"depfakes: {key_label(key)} failed to start: {exc}", pytrace=False)
+            self._report_failed_start(item, key, exc)
             raise
         self._server_status.ready(key_label(key), provider.description,
                                   self.start_seconds[key_label(key)])
         return provider
+
+    def _report_failed_start(self, item: pytest.Item, key: Key, exc: Exception) -> None:
+        """Skip or fail the test for a start that failed (``from None``: the message is the
+        whole story, not a chain of exceptions). Returns only for errors of no known kind,
+        which propagate with their traceback."""
+        name = key[0]
+        if isinstance(exc, Unavailable):
+            message = f"depfakes: {key_label(key)} is not available here: {exc}"
+            if self.strict and name not in self.settings.get("optional"):
+                raise pytest.fail.Exception(
+                    f"{message} (failing, not skipping, because --deps-strict is on)",
+                    pytrace=False) from None
+            raise pytest.skip.Exception(message, allow_module_level=False) from None
+        first = self._first_failure.setdefault(key, item.nodeid)
+        if first != item.nodeid:
+            raise pytest.fail.Exception(f"depfakes: {key_label(key)} failed to start; the "
+                                        f"error is shown once, at {first}", pytrace=False) \
+                from None
+        if isinstance(exc, DepfakesError):
+            raise pytest.fail.Exception(f"depfakes: {key_label(key)} failed to start: {exc}",
+                                        pytrace=False) from None
 
     def resolve_options(self, provider: Provider, marker_options: Mapping[str, Any]) -> dict[
             str, Any]:

@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -162,7 +161,6 @@ def spawn_server(launch: LocalLaunch, *, workdir: Path, user: pwd.struct_passwd 
         process = subprocess.Popen(list(launch.command), stdout=log, stderr=subprocess.STDOUT,
                                    cwd=workdir, start_new_session=True,
                                    user=_uid(user), group=_gid(user))
-    _reap_later(process)
     entry = _register(process.pid, workdir, launch, port, reuse_key, project)
 
     def logs() -> str:
@@ -176,11 +174,8 @@ def spawn_server(launch: LocalLaunch, *, workdir: Path, user: pwd.struct_passwd 
     while True:
         with contextlib.suppress(Exception):
             if ready(launch.url) is not False:
+                _detach(process)
                 if reuse_key:  # kept: nobody in this session stops it
-                    with contextlib.suppress(ValueError):
-                        _CHILDREN.remove(process)
-                    # Kept past this process on purpose: Popen must not warn that it runs.
-                    process.returncode = 0
                     return Server("local", "127.0.0.1", port, launch.url,
                                   f"{launch.description}, kept for reuse", logs=logs)
                 return Server("local", "127.0.0.1", port, launch.url, launch.description,
@@ -196,27 +191,11 @@ def spawn_server(launch: LocalLaunch, *, workdir: Path, user: pwd.struct_passwd 
         time.sleep(0.01)
 
 
-_CHILDREN: list[subprocess.Popen[bytes]] = []
-_REAPER: list[threading.Thread] = []
-
-
-def _reap_later(process: subprocess.Popen[bytes]) -> None:
-    """Keep the Popen until its process ended (a thread collects its status), so none is
-    dropped while it runs: a ResourceWarning, an error under ``-W error``."""
-    _CHILDREN.append(process)
-    if not _REAPER:
-        _REAPER.append(threading.Thread(target=_reap_children, name="depfakes-reaper",
-                                        daemon=True))
-        _REAPER[0].start()
-
-
-def _reap_children() -> None:
-    while True:
-        time.sleep(0.5)
-        for process in list(_CHILDREN):
-            if process.poll() is not None:
-                with contextlib.suppress(ValueError):  # kept servers leave the list early
-                    _CHILDREN.remove(process)
+def _detach(process: subprocess.Popen[bytes]) -> None:
+    """From now on the server is known by its pid (stopped by pid, reaped by waitpid),
+    whichever process stops it: an xdist controller, the next session. Its Popen must not
+    warn, when it is dropped, that the process still runs (an error under -W error)."""
+    process.returncode = 0
 
 
 # --- the registry ----------------------------------------------------------------------

@@ -105,6 +105,22 @@ def run_init_target(ini_name: str, target: str | None, argument: Any) -> None:
     importlib.import_module(module).__dict__[attr](argument)
 
 
+class InitHookFailed(DepfakesError):
+    """An init hook (or the ini init target) raised while building the template."""
+
+    def __init__(self, dependency: str, error: BaseException) -> None:
+        import traceback
+
+        # From the hook's own frame on: depfakes' and pluggy's frames say nothing.
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None and any(
+                part in tb.tb_frame.f_code.co_filename for part in ("pluggy", "depfakes")):
+            tb = tb.tb_next
+        frames = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+        super().__init__(f"its init hook (pytest_depfakes_{dependency}_init or depfakes_"
+                         f"{dependency}_init) failed while building the template:\n{frames}")
+
+
 class MissingInitTarget(DepfakesError, ValueError):
     """An ini init setting that is not 'module:callable'."""
 

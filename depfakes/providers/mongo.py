@@ -36,7 +36,13 @@ from depfakes.backends import (
 )
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
-from depfakes.providers.base import Option, Provider, StartContext, run_init_target
+from depfakes.providers.base import (
+    InitHookFailed,
+    Option,
+    Provider,
+    StartContext,
+    run_init_target,
+)
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient, MongoClient
@@ -301,8 +307,11 @@ class MongoProvider(Provider):
     def _build_template(self, ctx: StartContext) -> _Template:
         name = f"dft_{self._session[:12]}_tpl"
         db = self._client[name]
-        ctx.config.hook.pytest_depfakes_mongo_init(db=db)
-        run_init_target("depfakes_mongo_init", ctx.settings.get("mongo_init"), db)
+        try:
+            ctx.config.hook.pytest_depfakes_mongo_init(db=db, config=ctx.config)
+            run_init_target("depfakes_mongo_init", ctx.settings.get("mongo_init"), db)
+        except Exception as exc:
+            raise InitHookFailed("mongo", exc) from exc
         collections = []
         for info in db.list_collections():
             if info.get("type", "collection") != "collection":

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import json
 import os
 import re
 import secrets
@@ -49,7 +50,13 @@ from depfakes.backends import (
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
-from depfakes.providers.base import Option, Provider, StartContext, run_init_target
+from depfakes.providers.base import (
+    InitHookFailed,
+    Option,
+    Provider,
+    StartContext,
+    run_init_target,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -512,7 +519,8 @@ class PostgresProvider(Provider):
             admin.execute("SELECT pg_advisory_lock(%s)", (_lease_key(self._template),))
             try:
                 if not (self._keep_template and
-                        _template_state(admin, self._template) == "ready"):
+                        _template_state(admin, self._template) == "ready" and
+                        _options_unchanged(admin, self._template, ctx.config)):
                     self._build_template(ctx, admin)
             finally:
                 with contextlib.suppress(psycopg.Error):  # never hide the init hook's error
@@ -527,7 +535,14 @@ class PostgresProvider(Provider):
         drop_database(admin, self._template)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._template)))
         ctx.status("building the template database (init hooks)")
-        self._run_init(ctx, with_database(self._admin_url, self._template))
+        config = OptionsRead(ctx.config)
+        try:
+            self._run_init(ctx, with_database(self._admin_url, self._template), config)
+        except Exception as exc:
+            raise InitHookFailed("postgres", exc) from exc
+        # What the hooks read of the command line: a kept template is rebuilt when it changes.
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(self._template), sql.Literal(json.dumps(config.read))))
         # Connections the init code left open would block cloning.
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
@@ -549,8 +564,8 @@ class PostgresProvider(Provider):
                 parts.append(inspect.getsource(module))
         return fingerprint(*parts)
 
-    def _run_init(self, ctx: StartContext, dsn: str) -> None:
-        ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn)
+    def _run_init(self, ctx: StartContext, dsn: str, config: Any) -> None:
+        ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, config=config)
         run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)
 
     def _transaction_database(self) -> tuple[sqlalchemy.Engine, str]:
@@ -569,6 +584,38 @@ class PostgresProvider(Provider):
 
         with psycopg.connect(self._admin_url, autocommit=True) as admin:
             drop_database(admin, self._template)
+
+
+class OptionsRead:
+    """The session's config, as the init hooks see it: it notes every option they read,
+    so that a template kept by --deps-reuse is rebuilt when one of them changes."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self.read: dict[str, Any] = {}
+
+    def getoption(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        value = self._config.getoption(name, *args, **kwargs)
+        self.read[name] = _jsonable(value)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._config, name)
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def _options_unchanged(admin: psycopg.Connection[Any], template: str,
+                       config: pytest.Config) -> bool:
+    row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                        "WHERE datname = %s", (template,)).fetchone()
+    try:
+        read = json.loads(row[0]) if row and row[0] else {}
+    except ValueError:
+        return False
+    return all(_jsonable(config.getoption(name, None)) == value for name, value in read.items())
 
 
 def _drop_databases_of_gone_sessions(admin: psycopg.Connection[Any]) -> None:

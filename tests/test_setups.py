@@ -1,0 +1,162 @@
+"""Real projects' pytest setups: markers added by collection hooks in any order, fixtures
+that ask for a dependency at run time, `-W error`, and the libpq environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import local_ok, need
+
+
+def test_markers_added_by_collection_hooks_in_any_order(project, pytester):
+    project("""
+        def test_needs_redis(deps):
+            deps.redis.client.set("k", 1)
+            assert deps.redis.client.get("k") == b"1"
+
+        def test_late(deps):
+            deps.s3.create_bucket("bucket")
+    """, conftest="""
+        import pytest
+
+        def pytest_collection_modifyitems(items):  # the usual way to mark a directory
+            for item in items:
+                if "needs_redis" in item.nodeid:
+                    item.add_marker(pytest.mark.deps("redis"))
+
+        class Late:
+            @pytest.hookimpl(trylast=True)  # after depfakes' own collection hook
+            def pytest_collection_modifyitems(self, items):
+                for item in items:
+                    if "late" in item.nodeid:
+                        item.add_marker(pytest.mark.deps("s3"))
+
+        def pytest_configure(config):
+            config.pluginmanager.register(Late())
+    """)
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    selected = pytester.runpytest_subprocess("-m", "redis")
+    selected.assert_outcomes(passed=1, deselected=1)
+
+
+def test_a_fixture_may_ask_for_a_dependency_at_run_time(project, pytester):
+    need(local_ok(), "PostgreSQL binaries")
+    project("""
+        import pytest
+
+        @pytest.fixture(params=["memory", "redis", "postgres"])
+        def store(request):
+            if request.param == "memory":
+                return {}
+            if request.param == "redis":
+                return request.getfixturevalue("redis").client
+            return request.getfixturevalue("postgres").connect()
+
+        def test_store_starts_empty(store):
+            if isinstance(store, dict):
+                assert store == {}
+            elif hasattr(store, "dbsize"):
+                assert store.dbsize() == 0
+                store.set("leak", 1)
+            else:
+                store.execute("CREATE TABLE t (id int)")  # a fresh database every time
+                store.commit()
+
+        @pytest.mark.parametrize("n", range(2))
+        def test_again(store, n):
+            test_store_starts_empty(store)
+    """)
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local")
+    result.assert_outcomes(passed=9)
+
+
+@pytest.mark.serial  # starts local servers and a kept one
+def test_warnings_as_errors(project, pytester):
+    """A project whose whole suite runs under -W error: no ResourceWarning from a
+    server's process, under xdist, on the first --deps-reuse run, or from doctor."""
+    need(local_ok(), "PostgreSQL binaries")
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        @pytest.mark.parametrize("n", range(2))
+        def test_it(deps, n):
+            deps.postgres.connect().close()
+    """, ini="addopts = -W error -p no:randomly")
+    for args in (["-n", "2"], ["--deps-reuse"], ["--deps-reuse"]):
+        result = pytester.runpytest_subprocess("--deps-backend", "postgres=local", *args)
+        result.assert_outcomes(passed=2)
+        assert "Warning" not in result.stdout.str() + result.stderr.str()
+    try:
+        doctor = subprocess.run([sys.executable, "-m", "depfakes.cli", "doctor"],
+                                cwd=pytester.path, capture_output=True, text=True, timeout=120)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "postgres   declared by 2 test(s)" in doctor.stdout
+    finally:
+        subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--project"],
+                       cwd=pytester.path, capture_output=True, timeout=120)
+
+
+def test_libpq_environment_in_one_line(project, pytester):
+    need(local_ok(), "PostgreSQL binaries")
+    project("""
+        import os, subprocess, sys
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_subprocess_connects_through_pg_variables(deps):
+            assert os.environ["PGDATABASE"] == deps.postgres.dbname
+            assert os.environ["PGPORT"] == str(deps.postgres.port)
+            # A worker subprocess that knows nothing but libpq's variables.
+            out = subprocess.run([sys.executable, "-c", "import psycopg; print(psycopg.connect("
+                                  "'').execute('SELECT current_database()').fetchone()[0])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            assert out == deps.postgres.dbname
+
+        def test_restored_after():
+            assert "PGDATABASE" not in os.environ
+    """, ini="depfakes_env = PG* = postgres")
+    result = pytester.runpytest_subprocess("--deps-backend", "postgres=local", "-p",
+                                           "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.serial  # keeps a server (--deps-reuse)
+def test_the_init_hook_sees_the_projects_own_options(project, pytester):
+    need(local_ok(), "PostgreSQL binaries")
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_schema(deps, request):
+            with deps.postgres.connect() as conn:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            expected = {"a"} if request.config.getoption("--migrate-until") == "a" else {"a", "b"}
+            assert tables == expected
+    """, conftest="""
+        import psycopg
+
+        def pytest_addoption(parser):
+            parser.addoption("--migrate-until", default="b")
+
+        def pytest_depfakes_postgres_init(dsn, config):
+            with psycopg.connect(dsn) as conn:
+                for table in "ab"[: "ab".index(config.getoption("--migrate-until")) + 1]:
+                    conn.execute(f"CREATE TABLE {table} (id int)")
+    """)
+    for until in ("a", "b"):
+        result = pytester.runpytest_subprocess("--deps-backend", "postgres=local",
+                                               f"--migrate-until={until}")
+        result.assert_outcomes(passed=1)
+    try:  # a kept template is rebuilt when an option the hook read changes
+        for until in ("a", "a", "b", "a"):
+            result = pytester.runpytest_subprocess("--deps-backend", "postgres=local",
+                                                   "--deps-reuse", f"--migrate-until={until}")
+            result.assert_outcomes(passed=1)
+    finally:
+        subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--project"],
+                       cwd=pytester.path, capture_output=True, timeout=120)
