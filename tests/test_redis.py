@@ -109,3 +109,52 @@ def test_url_endpoint_is_closed_at_session_end(project, pytester):
     result = pytester.runpytest_subprocess("-s")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*ENDPOINT CLOSED*"])
+
+
+def test_lua_scripts_and_locks_in_process_and_over_the_url(project, pytester):
+    """What real apps use Redis for (rate limits, locks, queues): scripts through
+    register_script (EVALSHA, then NOSCRIPT and EVAL) and redis-py's Lock, on the handle's
+    client and on a client built from the URL, in the extra's fakeredis (with lupa)."""
+    project("""
+        import pytest
+        import redis
+
+        INCR = "return redis.call('incrby', KEYS[1], ARGV[1])"
+
+        @pytest.mark.deps("redis")
+        @pytest.mark.parametrize("how", ["handle", "url"])
+        def test_scripts_and_locks(deps, how):
+            client = deps.redis.client if how == "handle" else redis.Redis.from_url(deps.redis.url)
+            script = client.register_script(INCR)
+            assert [script(keys=["hits"], args=[2]) for _ in range(3)] == [2, 4, 6]
+            client.script_flush()  # the next call gets NOSCRIPT and falls back to EVAL
+            assert script(keys=["hits"], args=[1]) == 7
+            with client.lock("job", timeout=5, blocking_timeout=1):
+                other = client.lock("job", blocking_timeout=0.1)
+                assert not other.acquire()
+            assert client.lock("job", blocking_timeout=0.1).acquire()
+            assert client.ping()  # the connection survived every error reply
+    """)
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+
+
+def test_the_fidelity_backend_fails_when_docker_py_is_missing(project, pytester):
+    """--deps-backend redis=docker asked for by name runs or fails, naming what to
+    install; with only the redis extra it must not skip every test and exit 0."""
+    project("""
+        import pytest
+
+        @pytest.mark.deps("redis")
+        def test_it(deps):
+            pass
+    """, conftest="""
+        import sys
+
+        for name in ("docker", "testcontainers"):  # as with only depfakes[redis] installed
+            sys.modules[name] = None
+    """)
+    result = pytester.runpytest_subprocess("--deps-backend", "redis=docker")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--deps-backend redis=docker was asked for but cannot serve "
+                                 "here: docker-py/testcontainers could not be imported*pip "
+                                 "install*"])

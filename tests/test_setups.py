@@ -160,3 +160,34 @@ def test_the_init_hook_sees_the_projects_own_options(project, pytester):
     finally:
         subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--project"],
                        cwd=pytester.path, capture_output=True, timeout=120)
+
+
+def test_databases_of_ones_own_are_cleaned_up_with_the_test(postgres_server, project,
+                                                            pytester, monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    project("""
+        import psycopg
+        import pytest
+
+        NAMES = []
+
+        @pytest.mark.deps("postgres")
+        @pytest.mark.parametrize("n", range(4))
+        def test_extra_databases(deps, n):
+            empty = deps.postgres.create_database()
+            with psycopg.connect(empty) as conn:  # empty: no tables of the template
+                assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = "
+                                    "'public'").fetchone() == (0,)
+            with psycopg.connect(deps.postgres.admin_dsn) as admin:
+                NAMES.append(admin.execute("SELECT current_database()").fetchone()[0])
+                assert admin.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                                     (psycopg.conninfo.conninfo_to_dict(empty)["dbname"],)
+                                     ).fetchone() == (1,)
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--deps-backend", "postgres=url")
+    result.assert_outcomes(passed=4)
+    import psycopg
+
+    with psycopg.connect(postgres_server) as conn:  # a shared server: nothing left on it
+        assert conn.execute("SELECT datname FROM pg_database WHERE datname LIKE "
+                            "'depfakes%'").fetchall() == []

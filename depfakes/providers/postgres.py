@@ -85,6 +85,7 @@ class PostgresHandle:
         self.isolation = isolation
         self._txn_connection = connection
         self._opened: list[psycopg.Connection[Any]] = []
+        self.created: list[str] = []  # databases of create_database(), dropped after
 
     def _url(self, scheme: str) -> str:
         return with_database(self._server_url, self.dbname, scheme)
@@ -106,6 +107,27 @@ class PostgresHandle:
         """SQLAlchemy URL for ``create_async_engine`` (psycopg 3, async)."""
         self._escape_check("async_url")
         return self._url("postgresql+psycopg_async")
+
+    @property
+    def admin_dsn(self) -> str:
+        """libpq URL of the server's maintenance database (not this test's): for code that
+        creates or drops databases itself. Prefer create_database(), which cleans up."""
+        return self._server_url
+
+    def create_database(self, template: str | None = None) -> str:
+        """A new database of this test's (empty, or a copy of ``template``), with a name
+        no other test or xdist worker uses; dropped after the test. Returns its libpq URL."""
+        import psycopg
+        from psycopg import sql
+
+        name = database_name("x")
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with psycopg.connect(self._server_url, autocommit=True) as admin:
+            admin.execute(statement)
+        self.created.append(name)
+        return with_database(self._server_url, name, "postgresql")
 
     @property
     def host(self) -> str:
@@ -292,7 +314,7 @@ _NUMBERS = itertools.count(1)
 # Whose a database is, for the sweep: depfakes_<session>_<n>, a session's template
 # depfakes_<session>_tpl<pin>[_<n>]. Not the pid-named ones of depfakes before leases
 # (depfakes_<session>_<pid>_<n>): their sessions hold no lease, and may be alive.
-_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:\d+|tpl\d*(?:_\d+)?)")
+_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl\d*(?:_\d+)?)")
 
 
 def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
@@ -452,6 +474,8 @@ class PostgresProvider(Provider):
                 connection.close()
             else:
                 self._pool.drop_later(handle.dbname)
+            for name in handle.created:
+                self._pool.drop_later(name)
 
     def stop(self) -> None:
         try:
