@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,25 +34,66 @@ def _docker_image(image: str | None) -> bool:
         ["docker", "image", "inspect", str(image)], capture_output=True).returncode == 0
 
 
-def _real_mongo_args() -> list[str] | None:
-    """pytest args that select a backend with a real MongoDB, or None if there is none."""
-    if os.environ.get("DEPFAKES_MONGO_URL"):
-        return ["--deps-backend", "mongo=url"]
-    if _docker_image(os.environ.get("DEPFAKES_MONGO_IMAGE")):
-        return ["--deps-backend", "mongo=docker"]
-    if shutil.which("mongod"):
-        return ["--deps-backend", "mongo=local"]
-    return None
+def _secantus() -> str | None:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    return str(beside) if beside.is_file() else shutil.which("secantusd-py")
 
 
-def _need_real_mongo() -> list[str]:
-    args = _real_mongo_args()
-    if args is None:
-        if os.environ.get("DEPFAKES_REQUIRE_MONGO"):  # the GitHub workflow sets it
-            pytest.fail("DEPFAKES_REQUIRE_MONGO is set but no MongoDB is reachable")
-        pytest.skip("needs a MongoDB server: DEPFAKES_MONGO_URL, DEPFAKES_MONGO_IMAGE with "
-                    "Docker, or mongod on PATH (none can be had on this machine)")
-    return args
+@pytest.fixture(scope="session")
+def secantus_url():
+    """A MongoDB-wire server started by hand, as a team's shared server would be."""
+    binary = _secantus()
+    if binary is None:
+        pytest.skip("needs secantusd-py (pip install secantusdb)")
+    from depfakes.backends.local import free_port
+    from depfakes.providers.mongo import _ping
+
+    workdir = Path(tempfile.mkdtemp(prefix="depfakes-test-secantus-"))
+    (workdir / "empty.toml").write_text("")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--config", str(workdir / "empty.toml"), "--host",
+                             "127.0.0.1", "--port", str(port), "--storage-path",
+                             str(workdir / "data")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    url = f"mongodb://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _ping(url, timeout_ms=200)
+            break
+        except Exception:
+            assert proc.poll() is None, "secantus exited"
+            assert time.monotonic() < deadline, "secantus did not start"
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["url", "secantus", "docker", "local"])
+def real_mongo(request, monkeypatch):
+    """pytest args selecting a backend with a real MongoDB(-wire) server; a backend this
+    machine lacks is skipped with the reason (docker and local need the official image or
+    mongod, which the GitHub workflow has and this machine cannot)."""
+    monkeypatch.delenv("DEPFAKES_MONGO_URL", raising=False)
+    backend = request.param
+    if backend == "url":
+        url = os.environ.get("DEPFAKES_TEST_MONGO_URL") or request.getfixturevalue("secantus_url")
+        monkeypatch.setenv("DEPFAKES_MONGO_URL", url)
+    elif backend == "secantus" and _secantus() is None:
+        _skip_or_fail("secantusd-py (pip install secantusdb)")
+    elif backend == "docker" and not _docker_image(os.environ.get("DEPFAKES_MONGO_IMAGE")):
+        _skip_or_fail("DEPFAKES_MONGO_IMAGE with Docker", required=False)
+    elif backend == "local" and not shutil.which("mongod"):
+        _skip_or_fail("mongod on PATH", required=False)
+    return ["--deps-backend", f"mongo={backend}"]
+
+
+def _skip_or_fail(what: str, required: bool = True) -> None:
+    if os.environ.get("DEPFAKES_REQUIRE_MONGO") or (required and os.environ.get("CI")):
+        pytest.fail(f"CI must provide {what}")
+    pytest.skip(f"needs {what}")
 
 
 def test_database_names_are_unique_and_within_limits():
@@ -270,10 +312,9 @@ def pytest_depfakes_mongo_init(db):
 '''
 
 
-def test_real_mongo_suite(project, pytester):
-    args = _need_real_mongo()
+def test_real_mongo_suite(real_mongo, project, pytester):
     project(REAL_SUITE, conftest=REAL_CONFTEST)
-    result = pytester.runpytest_subprocess(*args, "-p", "no:randomly")
+    result = pytester.runpytest_subprocess(*real_mongo, "-p", "no:randomly")
     result.assert_outcomes(passed=6)
     url = os.environ.get("DEPFAKES_MONGO_URL")
     if url:  # everything depfakes created on an existing server is gone
@@ -282,6 +323,100 @@ def test_real_mongo_suite(project, pytester):
         client: MongoClient = MongoClient(url)
         assert [n for n in client.list_database_names() if n.startswith("dft_")] == []
         client.close()
+
+
+RANDOM_SUITE = '''
+import random
+import pytest
+
+@pytest.mark.deps("mongo")
+@pytest.mark.parametrize("seed", range(200))
+def test_random_writes_never_leak(deps, seed):
+    rng = random.Random(seed)
+    db = deps.mongo.db
+    # Exactly the template: its collection and seed, nothing an earlier test wrote.
+    assert sorted(db.list_collection_names()) == ["seed"], db.list_collection_names()
+    assert db.seed.count_documents({}) == 1
+    own = deps.mongo.client  # and through a client of the test's own, from the URL
+    from pymongo import MongoClient
+    client = MongoClient(deps.mongo.url)
+    mine = client.get_default_database()
+    for _ in range(rng.randint(1, 4)):
+        name = f"c{rng.randint(0, 6)}"
+        mine[name].insert_many([{"n": rng.randint(0, 9), "seed": seed}
+                                for _ in range(rng.randint(1, 5))])
+        if rng.random() < 0.5:
+            mine[name].create_index("n", unique=False)
+    if rng.random() < 0.3:
+        mine.seed.insert_one({"leak": seed})
+    client.close()
+    assert own is deps.mongo.client
+'''
+
+
+def test_randomized_isolation_suite(real_mongo, project, pytester):
+    """200 tests writing random collections, indexes and documents through their own
+    clients: each starts from the template, whatever ran before, serially and under -n 2
+    with one server shared by the workers."""
+    project(RANDOM_SUITE, conftest="""
+        def pytest_depfakes_mongo_init(db):
+            db.seed.insert_one({"theme": "dark"})
+    """)
+    pytester.runpytest_subprocess(*real_mongo, "-p", "no:randomly").assert_outcomes(passed=200)
+    pytester.runpytest_subprocess(*real_mongo, "-n", "2").assert_outcomes(passed=200)
+    url = os.environ.get("DEPFAKES_MONGO_URL")
+    if url:  # database count flat: nothing of the 400 tests is left on the server
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(url)
+        assert [n for n in client.list_database_names() if n.startswith("dft_")] == []
+        client.close()
+
+
+def test_mongo_env_reuse_and_pins_on_secantus(project, pytester, tmp_path):
+    if _secantus() is None:
+        _skip_or_fail("secantusd-py (pip install secantusdb)")
+    seen = tmp_path / "seen"
+    project(f"""
+        import os
+        import pytest
+        from pymongo import MongoClient
+
+        @pytest.mark.deps("mongo")
+        def test_env(deps):
+            assert os.environ["MONGO_URL"] == deps.mongo.url
+            MongoClient(os.environ["MONGO_URL"]).get_default_database().x.insert_one({{}})
+            with open({str(seen)!r}, "a") as fh:
+                fh.write(deps.mongo.client.admin.command("serverStatus").get("pid", "")
+                         .__str__() + str(deps.mongo.client.address) + "\\n")
+    """, ini="depfakes_env = MONGO_URL = mongo.url")
+    args = ("--deps-backend", "mongo=secantus", "--deps-reuse")
+    try:
+        for _ in range(2):
+            pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        assert len(set(seen.read_text().splitlines())) == 1  # the kept server, adopted
+    finally:
+        subprocess.run([sys.executable, "-m", "depfakes.cli", "down", "--project"],
+                       cwd=pytester.path, capture_output=True, timeout=60)
+    (pytester.path / "test_project.py").write_text(USES_MONGO.replace(
+        '"mongo"', '"mongo:7.0"').replace("\n    ", "\n"))
+    pinned = pytester.runpytest_subprocess("--deps-backend", "mongo=secantus")
+    pinned.assert_outcomes(errors=1)
+    pinned.stdout.fnmatch_lines(["*mongo:7.0 was pinned but * is MongoDB 8.*; change the pin "
+                                 "or the server*"])
+
+
+def test_unreachable_url_masks_the_password(project, pytester, monkeypatch):
+    from depfakes.backends.local import free_port
+
+    monkeypatch.setenv("DEPFAKES_MONGO_URL",
+                       f"mongodb://app:hunter2-secret@127.0.0.1:{free_port()}/?authSource=admin")
+    project(USES_MONGO)
+    result = pytester.runpytest_subprocess("--deps-backend", "mongo=url")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*DEPFAKES_MONGO_URL (url mongodb://app:***@127.0.0.1:*) "
+                                 "does not answer*"])
+    assert "hunter2-secret" not in result.stdout.str() + result.stderr.str()
 
 
 def test_doctor_reports_a_mongod_that_cannot_say_its_version(pytester, monkeypatch):

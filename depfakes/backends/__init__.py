@@ -154,6 +154,8 @@ class LocalRecipe(ABC):
 
     # What identifies the binaries (path and version), for reuse keys and messages.
     identity: str
+    # Under root, run as an unprivileged user (database servers refuse root).
+    unprivileged: bool = True
 
     @abstractmethod
     def prepare(self, workdir: Path, port: int, user: Any) -> LocalLaunch:
@@ -270,7 +272,8 @@ class Backend(ABC):
 
 
 _REGISTERED: dict[str, type[Backend]] = {}
-_BUILTINS = ("depfakes.backends.url", "depfakes.backends.docker", "depfakes.backends.local")
+_BUILTINS = ("depfakes.backends.url", "depfakes.backends.docker", "depfakes.backends.local",
+             "depfakes.backends.secantus")
 _AUTO_ORDER = ("url", "docker", "local")  # DESIGN §3: an existing server first
 _loaded = False
 

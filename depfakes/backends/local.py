@@ -35,6 +35,7 @@ from depfakes.backends import (
     BackendUnavailable,
     Listed,
     LocalLaunch,
+    LocalRecipe,
     Server,
     ServerSpec,
     fingerprint,
@@ -69,11 +70,15 @@ class LocalBackend(Backend):
             return False, str(exc)
         return True, recipe.identity
 
-    def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
+    def recipe(self, spec: ServerSpec) -> LocalRecipe:
+        """What to run: the provider's own recipe (a subclass may bring another server)."""
         if spec.local is None:
             raise BackendUnavailable(f"{spec.dependency} cannot run from local binaries")
-        recipe = spec.local()
-        key = reuse_key(spec, ctx, "local", recipe.identity)
+        return spec.local()
+
+    def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
+        recipe = self.recipe(spec)
+        key = reuse_key(spec, ctx, self.name, recipe.identity)
         sweep_dead_local_servers()
         if key is None:
             return _spawn(spec, ctx, recipe, ctx.workdir, None)
@@ -113,9 +118,9 @@ class LocalBackend(Backend):
 # --- starting -------------------------------------------------------------------------
 
 
-def _spawn(spec: ServerSpec, ctx: StartContext, recipe: Any, workdir: Path,
+def _spawn(spec: ServerSpec, ctx: StartContext, recipe: LocalRecipe, workdir: Path,
            key: str | None) -> Server:
-    user = run_as()
+    user = run_as() if recipe.unprivileged else None
     port = free_port()
     launch: LocalLaunch = recipe.prepare(workdir, port, user)
     give_to(workdir, user)
