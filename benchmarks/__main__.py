@@ -4,7 +4,8 @@ ratio measured in the same run, and a plot of per-test overhead by dependency an
     DEPFAKES_POSTGRES_IMAGE=local/postgres:15 DEPFAKES_REDIS_IMAGE=local/redis:7 \\
         python -m benchmarks [--tests 200] [--plot docs/img/overhead.png] [--write-docs]
 
-Runs benchmarks/fakes.py, benchmarks/postgres.py and benchmarks/scale.py as their own
+Runs benchmarks/fakes.py, benchmarks/postgres.py, benchmarks/mongo.py (on SecantusDB unless
+DEPFAKES_MONGO_URL names a server) and benchmarks/scale.py as their own
 processes (each starts its pytest runs from scratch) and reads their --json results.
 """
 
@@ -34,6 +35,7 @@ def collect(tests: int) -> dict[str, Any]:
         return {"fakes": _run("fakes", Path(tmp) / "fakes.json", "--tests", str(tests)),
                 "postgres": _run("postgres", Path(tmp) / "postgres.json", "--tests",
                                  str(tests)),
+                "mongo": _run("mongo", Path(tmp) / "mongo.json", "--tests", str(tests)),
                 "scale": _run("scale", Path(tmp) / "scale.json")}
 
 
@@ -48,6 +50,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float, float, str]]:
         ("postgres transaction mode, per test", pg["depfakes transaction"]["overhead_ms"],
          pg["baseline savepoint"]["overhead_ms"], "ms"),
     ]
+    mongo = results.get("mongo")
+    if mongo:  # runs recorded before the mongo benchmark existed have none
+        table += [
+            (f"mongo, per test ({mongo['server']}), vs hand-written fixture",
+             mongo["depfakes"], mongo["hand-written"], "ms"),
+            ("mongo vs mongomock-ng (no server), per test", mongo["depfakes"],
+             mongo["mongomock-ng"], "ms"),
+        ]
     scale = results["scale"]
     table += [
         ("start to first postgres test, --deps-reuse vs cold", scale["start"]["reuse_s"],
@@ -96,7 +106,7 @@ def plot(table: list[tuple[str, float, float, str]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_test = [(what.replace(", per test", ""), ours, theirs)
+    per_test = [(what.replace(", per test", "").split(", vs ")[0], ours, theirs)
                 for what, ours, theirs, unit in table if unit == "ms"]
     labels = [what for what, _, _ in per_test]
     figure, axes = plt.subplots(figsize=(9, 4.5))

@@ -1,45 +1,62 @@
-"""Per-test cost of depfakes' mongo next to the fixture people write by hand.
+"""Per-test cost of depfakes' mongo next to what people write instead, in one run.
 
-With a MongoDB server reachable (DEPFAKES_MONGO_URL, or Docker with DEPFAKES_MONGO_IMAGE)
-it runs N tests that insert 10 documents each, twice: through @pytest.mark.deps("mongo")
-(a database per test, copied from a seeded template, dropped in the background) and
-through a hand-written fixture (a database per test, dropped synchronously after it), and
-reports the median setup + teardown at the test and the ratio.
+N tests each write 10 documents and read them back, on a schema as a real app has it (four
+collections with indexes and seed documents, built by the init hook):
 
-Without a server (as on depfakes' own CI machine, where no MongoDB can be installed) it
-measures what can be measured: depfakes' per-test bookkeeping (naming, URL, handle, drop
-queue) without any server round trip, and says that the rest was not measured.
+- depfakes: a database per test, copied from the template the init hook built once;
+- hand-written: a pymongo fixture that runs the same init for every test's database and
+  drops it after the test (what teams write around a shared server);
+- mongomock-ng: an in-memory fake per test, init run per test (no server at all).
 
-    python benchmarks/mongo.py [--tests 200]
+Both real-server variants use the same server: DEPFAKES_MONGO_URL when set, else a
+SecantusDB process (a MongoDB-wire server from PyPI) started here.
+
+    python benchmarks/mongo.py [--tests 200] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
-import queue
-import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from postgres import run
+
+INIT = """
+def init(db):
+    for name in ("users", "orders", "events", "settings"):
+        db[name].create_index("n")
+        db[name].create_index([("owner", 1), ("at", -1)])
+    db.settings.insert_many([{"key": f"k{i}", "n": i} for i in range(5)])
+"""
+
+BODY = """
+    db.items.insert_many([{"n": i, "owner": n} for i in range(10)])
+    assert db.items.count_documents({"owner": n}) == 10
+    assert db.settings.count_documents({}) == 5
+"""
 
 DEPFAKES = """
 import pytest
 
 @pytest.mark.deps("mongo")
 @pytest.mark.parametrize("n", range(N))
-def test_insert(deps, n):
-    deps.mongo.db.items.insert_many([{"n": i} for i in range(10)])
-"""
+def test_write(deps, n):
+    db = deps.mongo.db
+""" + BODY
 
-CONFTEST = """
+CONFTEST = INIT + """
 def pytest_depfakes_mongo_init(db):
-    db.items.create_index("n")
+    init(db)
 """
 
 NAIVE = """
@@ -48,64 +65,89 @@ import pytest
 from pymongo import MongoClient
 
 CLIENT = MongoClient(os.environ["BENCH_MONGO_URL"])
-
+""" + INIT + """
 @pytest.fixture
 def db():
     db = CLIENT["t_" + uuid.uuid4().hex[:10]]
-    db.items.create_index("n")
+    init(db)
     yield db
     CLIENT.drop_database(db.name)
 
 @pytest.mark.parametrize("n", range(N))
-def test_insert(db, n):
-    db.items.insert_many([{"n": i} for i in range(10)])
-"""
+def test_write(db, n):
+""" + BODY
+
+MONGOMOCK = """
+import pytest
+import mongomock_ng
+""" + INIT + """
+@pytest.fixture
+def db():
+    db = mongomock_ng.MongoClient()["t"]
+    init(db)
+    return db
+
+@pytest.mark.parametrize("n", range(N))
+def test_write(db, n):
+""" + BODY
 
 
-def bookkeeping(tests: int) -> float:
-    """Median seconds of depfakes' own per-test work, with no server involved."""
-    from depfakes.providers.mongo import MongoHandle, database_name
+@contextlib.contextmanager
+def secantus_server() -> Iterator[str]:
+    """A SecantusDB process on a free loopback port, with its own empty config."""
+    from depfakes.backends.local import free_port
+    from depfakes.backends.secantus import Secantus
+    from depfakes.providers.mongo import _ping
 
-    drops: queue.Queue[str] = queue.Queue()
-    samples = []
-    for number in range(1, tests + 1):
-        began = time.perf_counter()
-        handle = MongoHandle(None, "mongodb://127.0.0.1:27017/",  # type: ignore[arg-type]
-                             database_name("0123456789ab", number))
-        handle.close()
-        drops.put(handle.dbname)
-        samples.append(time.perf_counter() - began)
-    return statistics.median(samples)
+    with tempfile.TemporaryDirectory(prefix="depfakes-mongobench-server-") as tmp:
+        port = free_port()
+        launch = Secantus().prepare(Path(tmp), port, None)
+        proc = subprocess.Popen(launch.command, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    _ping(launch.url, timeout_ms=200)
+                    break
+                except Exception:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("secantusd-py did not start") from None
+                    time.sleep(0.05)
+            yield launch.url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def measure(url: str, tests: int, tmp: Path) -> dict[str, float]:
+    os.environ["BENCH_MONGO_URL"] = url
+    os.environ["DEPFAKES_MONGO_URL"] = url
+    results = {
+        "depfakes": run(CONFTEST, DEPFAKES, tests, tmp / "depfakes", backend="mongo=url"),
+        "hand-written": run("", NAIVE, tests, tmp / "naive", backend=""),
+        "mongomock-ng": run("", MONGOMOCK, tests, tmp / "mongomock", backend=""),
+    }
+    return {name: statistics.median(result["overhead"][1:]) * 1000
+            for name, result in results.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    print(f"mongo: depfakes bookkeeping per test, no server: "
-          f"{bookkeeping(args.tests * 10) * 1e6:.1f} us (median of {args.tests * 10})")
-
     url = os.environ.get("DEPFAKES_MONGO_URL")
-    image = os.environ.get("DEPFAKES_MONGO_IMAGE")
-    if not url and not (image and shutil.which("docker") and subprocess.run(
-            ["docker", "image", "inspect", image], capture_output=True).returncode == 0):
-        print("mongo: no MongoDB server reachable; per-test overhead against a real server "
-              "not measured here (the GitHub workflow measures it)")
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="depfakes-mongobench-") as tmp:
-        ours = run(CONFTEST, DEPFAKES, args.tests, Path(tmp) / "depfakes", backend="")
-        if not url:
-            print("mongo: the hand-written baseline needs DEPFAKES_MONGO_URL; depfakes only:")
-            print(f"depfakes  {statistics.median(ours['overhead'][1:]) * 1000:.2f} ms/test")
-            return
-        os.environ["BENCH_MONGO_URL"] = url
-        naive = run("", NAIVE, args.tests, Path(tmp) / "naive", backend="")
-    mine = statistics.median(ours["overhead"][1:]) * 1000
-    theirs = statistics.median(naive["overhead"][1:]) * 1000
-    print(f"depfakes {mine:.2f} ms/test   hand-written {theirs:.2f} ms/test   "
-          f"ratio {mine / theirs:.3f}")
+    with tempfile.TemporaryDirectory(prefix="depfakes-mongobench-") as tmp, (
+            contextlib.nullcontext(url) if url else secantus_server()) as server:
+        medians = measure(server, args.tests, Path(tmp))
+    medians["server"] = "DEPFAKES_MONGO_URL" if url else "secantus"  # type: ignore[assignment]
+    for name in ("depfakes", "hand-written", "mongomock-ng"):
+        print(f"mongo {name:<13} {medians[name]:.2f} ms/test")
+    print(f"mongo: depfakes / hand-written = {medians['depfakes'] / medians['hand-written']:.3f}"
+          f" (server: {medians['server']})")
+    if args.json:
+        args.json.write_text(json.dumps(medians))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import queue
 import re
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -231,29 +231,28 @@ class MongoProvider(Provider):
         self._client: MongoClient[Any] = MongoClient(self._server_url)
         self._session = SESSION_ID
         self._numbers = itertools.count(1)
-        self._drops: queue.Queue[str | None] = queue.Queue()
-        self._dropper = threading.Thread(target=self._drop_loop, name="depfakes-mongo-drop",
-                                         daemon=True)
-        self._dropper.start()
+        self._pool: DatabasePool | None = None
         try:
             self._drop_databases_of_gone_sessions()
             self._template = self._build_template(ctx)
         except BaseException:
             self.stop()
             raise
+        self._pool = DatabasePool(self._copy_template, self._drop,
+                                  lambda: database_name(self._session, next(self._numbers)))
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> MongoHandle:
-        dbname = database_name(self._session, next(self._numbers))
-        self._copy_template(dbname)
-        return MongoHandle(self._client, self._server_url, dbname)
+        assert self._pool is not None
+        return MongoHandle(self._client, self._server_url, self._pool.take())
 
     def release(self, handle: MongoHandle) -> None:
         handle.close()
-        self._drops.put(handle.dbname)
+        assert self._pool is not None
+        self._pool.drop_later(handle.dbname)
 
     def stop(self) -> None:
-        self._drops.put(None)
-        self._dropper.join(timeout=60)
+        if self._pool is not None:
+            self._pool.close()
         with contextlib.suppress(Exception):
             if getattr(self, "_template", None) is not None:
                 self._client.drop_database(self._template.name)
@@ -339,13 +338,71 @@ class MongoProvider(Provider):
                     **{k: v for k, v in spec.items() if k not in ("key", "v", "ns")})
                     for spec in indexes])
 
-    def _drop_loop(self) -> None:
+    def _drop(self, name: str) -> None:
+        with contextlib.suppress(Exception):  # the server may be going away
+            self._client.drop_database(name)
+
+
+class DatabasePool:
+    """Test databases copied from the template ahead of need, and used ones dropped, by
+    one background thread: a test takes a ready database instead of waiting for the copy.
+    When none is ready (the thread is busy, or preparing failed) it copies one itself."""
+
+    def __init__(self, prepare: Callable[[str], None], drop: Callable[[str], None],
+                 new_name: Callable[[], str], size: int = 3) -> None:
+        self._prepare, self._drop, self._new_name, self._size = prepare, drop, new_name, size
+        self._ready: deque[str] = deque()
+        self._drops: deque[str] = deque()
+        self._closing = self._failed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="depfakes-mongo-pool",
+                                        daemon=True)
+        self._thread.start()
+
+    def take(self) -> str:
+        with self._cond:
+            if self._ready:
+                self._cond.notify_all()  # room for the next one
+                return self._ready.popleft()
+        name = self._new_name()
+        self._prepare(name)  # its error is the test's error
+        return name
+
+    def drop_later(self, name: str) -> None:
+        with self._cond:
+            self._drops.append(name)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._drops.extend(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout=60)
+
+    def _work(self) -> None:
         while True:
-            name = self._drops.get()
-            if name is None:
-                return
-            with contextlib.suppress(Exception):  # the server may be going away
-                self._client.drop_database(name)
+            with self._cond:
+                while not self._drops and (self._closing or self._failed or
+                                           len(self._ready) >= self._size):
+                    if self._closing:
+                        return
+                    self._cond.wait()
+                drop = self._drops.popleft() if self._drops else None
+            if drop is not None:
+                self._drop(drop)
+                continue
+            name = self._new_name()
+            try:
+                self._prepare(name)
+            except Exception:  # tests then copy for themselves, and see the error
+                self._drop(name)
+                with self._cond:
+                    self._failed = True
+                continue
+            with self._cond:
+                (self._drops if self._closing else self._ready).append(name)
 
 
 def _ping(url: str, timeout_ms: int) -> bool:
