@@ -290,23 +290,41 @@ def test_url_parameters_are_kept_and_passwords_never_printed(postgres_server, pr
 # --- xdist, imports, reuse of every server -----------------------------------------------
 
 
-def test_two_pins_of_one_image_under_xdist(project, pytester, monkeypatch):
+def test_two_pins_of_one_image_share_one_server_and_template(project, pytester, tmp_path):
+    """`postgres` and `postgres:15` resolving to one image: one server, the template built
+    once, serially and under -n 2 (no name of one pin collides with the other's)."""
     need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
-    project("""
+    seen, built = tmp_path / "seen", tmp_path / "built"
+    project(f"""
         import pytest
+
+        def record(deps):
+            start = deps.postgres.connect().execute(
+                "SELECT pg_postmaster_start_time()::text").fetchone()[0]
+            with open({str(seen)!r}, "a") as fh:
+                fh.write(f"{{start}}\\n")
 
         @pytest.mark.deps("postgres")
         @pytest.mark.parametrize("n", range(4))
         def test_default(deps, n):
-            deps.postgres.connect().execute("SELECT 1")
+            record(deps)
 
         @pytest.mark.deps("postgres:15")
         @pytest.mark.parametrize("n", range(4))
         def test_pinned(deps, n):
-            deps.postgres.connect().execute("SELECT 1")
+            record(deps)
+    """, conftest=f"""
+        def pytest_depfakes_postgres_init(dsn):
+            with open({str(built)!r}, "a") as fh:
+                fh.write("built\\n")
     """)
-    pytester.runpytest_subprocess("-n", "2", "--deps-backend", "postgres=docker").assert_outcomes(
-        passed=8)
+    for args in ([], ["-n", "2"]):
+        seen.unlink(missing_ok=True)
+        built.unlink(missing_ok=True)
+        result = pytester.runpytest_subprocess(*args, "--deps-backend", "postgres=docker")
+        result.assert_outcomes(passed=8)
+        assert len(set(seen.read_text().splitlines())) == 1, args  # one server
+        assert built.read_text().count("built") == 1, args  # one template build
 
 
 @pytest.mark.parametrize("round_", range(3))

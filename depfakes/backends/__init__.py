@@ -22,6 +22,7 @@ the host identity that recorded it (same boot, same PID namespace).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -256,6 +257,12 @@ class Backend(ABC):
     def diagnose(cls, provider: type[Provider], settings: Settings) -> tuple[bool, str]:
         """Can this backend serve ``provider`` here, and why (not)? Starts nothing."""
 
+    def identity(self, spec: ServerSpec, ctx: StartContext) -> str | None:
+        """What makes two specs the same server (an image, binaries, a URL): providers of
+        one dependency whose specs agree (``postgres`` and ``postgres:15`` resolving to one
+        image) share one server in a process. None: never shared."""
+        return None
+
     @abstractmethod
     def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
         """A ready server for ``spec`` (one kept by --deps-reuse when there is one), or
@@ -338,25 +345,68 @@ def obtain(spec: ServerSpec, ctx: StartContext) -> Server:
     for name in names:
         backend = registered()[name]()
         try:
-            server = _start_checked(backend, spec, ctx)
+            server = _start_once(backend, spec, ctx)
         except BackendUnavailable as exc:
             if forced != "auto":
                 raise DepfakesError(f"--deps-backend {spec.dependency}={forced} was asked for "
                                     f"but cannot serve here: {exc}") from None
             reasons.append(f"{name}: {exc}")
             continue
-        from depfakes.network import allow_server_host
-
-        allow_server_host(server.host)  # tests that also declare 'http' keep reaching it
-        return _with_lease(spec, server)
+        return server
     raise Unavailable("no backend can serve it (" + "; ".join(reasons) + ")")
 
 
-def _start_checked(backend: Backend, spec: ServerSpec, ctx: StartContext) -> Server:
+def _start_once(backend: Backend, spec: ServerSpec, ctx: StartContext) -> Server:
+    """The server for ``spec`` on ``backend``: one per identity in this process, stopped
+    when its last user stops it; checked against each user's pin."""
+    identity = backend.identity(spec, ctx)
+    if identity is None:
+        return _start_leased(backend, spec, ctx, spec.label)
+    key = f"{backend.name}\0{spec.dependency}\0{identity}"
+    with _IN_PROCESS_LOCK:
+        lock = _IN_PROCESS_STARTS.setdefault(key, threading.Lock())
+    with lock:  # two pins starting in parallel threads: one starts, one waits
+        if key in _IN_PROCESS:
+            server, users = _IN_PROCESS[key]
+            spec.check(server)
+            users.append(spec.label)
+        else:
+            # Under xdist the run's record is named by the identity too: every worker,
+            # whichever pin it starts first, finds the same server.
+            server = _start_leased(backend, spec, ctx, f"{spec.dependency} {identity}")
+            _IN_PROCESS[key] = (server, [spec.label])
+
+    def release() -> None:
+        with lock:
+            users = _IN_PROCESS[key][1]
+            users.remove(spec.label)
+            if not users:
+                del _IN_PROCESS[key]
+                server.stop()
+
+    return dataclasses.replace(server, stop=release)
+
+
+_IN_PROCESS: dict[str, tuple[Server, list[str]]] = {}
+_IN_PROCESS_STARTS: dict[str, threading.Lock] = {}
+_IN_PROCESS_LOCK = threading.Lock()
+
+
+def _start_leased(backend: Backend, spec: ServerSpec, ctx: StartContext,
+                  share_name: str) -> Server:
+    server = _start_checked(backend, spec, ctx, share_name)
+    from depfakes.network import allow_server_host
+
+    allow_server_host(server.host)  # tests that also declare 'http' keep reaching it
+    return _with_lease(spec, server)
+
+
+def _start_checked(backend: Backend, spec: ServerSpec, ctx: StartContext,
+                   share_name: str) -> Server:
     if backend.name == "url" or not spec.shared_by_workers:  # nothing to share
         server = backend.start(spec, ctx)
     else:  # under xdist: started by the first worker, adopted by the others
-        server = ctx.server(f"{spec.label} {backend.name}", lambda: backend.start(spec, ctx))
+        server = ctx.server(f"{share_name} {backend.name}", lambda: backend.start(spec, ctx))
     try:
         spec.check(server)
     except BaseException:

@@ -73,11 +73,11 @@ class DockerBackend(Backend):
     def diagnose(cls, provider: type[Provider], settings: Settings) -> tuple[bool, str]:
         return diagnose_image(settings.get(f"{provider.name}_image"))
 
+    def identity(self, spec: ServerSpec, ctx: StartContext) -> str | None:
+        return f"{_image(spec, ctx)} {' '.join(spec.definition)}"
+
     def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
-        configured = ctx.settings.get(f"{spec.dependency}_image")
-        image = pinned_image(configured, spec.version,
-                             suffix=spec.info.pin_suffix if configured == spec.info.image
-                             else "")
+        image = _image(spec, ctx)
         client = docker_client()
         global _start_timeout
         _start_timeout = max(_start_timeout, float(ctx.settings.get("start_timeout")))
@@ -113,6 +113,13 @@ class DockerBackend(Backend):
     @classmethod
     def stop_recorded(cls, record: Mapping[str, Any]) -> None:
         remove_container(record["container"])
+
+
+def _image(spec: ServerSpec, ctx: StartContext) -> str:
+    """The configured image, its tag replaced by the version pin."""
+    configured = ctx.settings.get(f"{spec.dependency}_image")
+    return pinned_image(configured, spec.version,
+                        suffix=spec.info.pin_suffix if configured == spec.info.image else "")
 
 
 def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,

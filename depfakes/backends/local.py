@@ -76,6 +76,9 @@ class LocalBackend(Backend):
             raise BackendUnavailable(f"{spec.dependency} cannot run from local binaries")
         return spec.local()
 
+    def identity(self, spec: ServerSpec, ctx: StartContext) -> str | None:
+        return self.recipe(spec).identity  # the binaries (path and version)
+
     def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
         recipe = self.recipe(spec)
         key = reuse_key(spec, ctx, self.name, recipe.identity)

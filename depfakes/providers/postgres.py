@@ -10,6 +10,7 @@ back, on one shared clone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob
 import hashlib
@@ -311,10 +312,13 @@ def database_name(kind: str = "") -> str:
 
 
 _NUMBERS = itertools.count(1)
-# Whose a database is, for the sweep: depfakes_<session>_<n>, a session's template
-# depfakes_<session>_tpl<pin>[_<n>]. Not the pid-named ones of depfakes before leases
-# (depfakes_<session>_<pid>_<n>): their sessions hold no lease, and may be alive.
-_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl\d*(?:_\d+)?)")
+# Whose a database is, for the sweep: depfakes_<session>_<n> (x<n>: create_database()),
+# a session's template depfakes_<session>_tpl_<init fingerprint>. Not the pid-named ones
+# of depfakes before leases (depfakes_<session>_<pid>_<n>): their sessions hold no lease,
+# and may be alive.
+_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl_[0-9a-f]{12})")
+# Providers of this process using a template, per server: the last one drops it.
+_TEMPLATE_USERS: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
 def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
@@ -483,8 +487,10 @@ class PostgresProvider(Provider):
                 self._txn[0].dispose()
                 self._pool.drop_later(self._txn[1])
             self._pool.close()
-            if not self._keep_template:  # the next session or other workers clone it
-                self._drop_template()
+            users = _TEMPLATE_USERS
+            users[(self._admin_url, self._template)] -= 1
+            if not self._keep_template and not users[(self._admin_url, self._template)]:
+                self._drop_template()  # kept: the next session or other workers clone it
         finally:
             self._server.stop()
 
@@ -527,13 +533,13 @@ class PostgresProvider(Provider):
         self._reuse = bool(ctx.settings.get("reuse"))
         # Other sessions (reuse) or other xdist workers (shared) use the template too.
         self._keep_template = self._reuse or self._server.shared
-        pin = ctx.version or ""
-        if self._reuse:  # named by what built it, so a changed init rebuilds it
-            self._template = f"depfakes_tpl_{self._init_fingerprint(ctx)}"
-        elif self._server.shared:  # the run's session: every worker's lease covers it
-            self._template = f"depfakes_{OWNER.session}_tpl{pin}"
-        else:
-            self._template = database_name(f"tpl{pin}_")
+        # Named by what builds it: pins served by one server share one template. A server
+        # the xdist workers share has the run's (OWNER.session, which every worker's lease
+        # covers); one of this process's alone (the url backend's, say) this process's.
+        built_by = self._init_fingerprint(ctx)
+        owner = OWNER.session if self._server.shared else SESSION_ID
+        self._template = (f"depfakes_tpl_{built_by}" if self._reuse
+                          else f"depfakes_{owner}_tpl_{built_by}")
         with psycopg.connect(self._admin_url, autocommit=True) as admin:
             version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
             _drop_databases_of_gone_sessions(admin)
@@ -542,10 +548,10 @@ class PostgresProvider(Provider):
             # find it ready (a concurrent --deps-reuse session, another xdist worker).
             admin.execute("SELECT pg_advisory_lock(%s)", (_lease_key(self._template),))
             try:
-                if not (self._keep_template and
-                        _template_state(admin, self._template) == "ready" and
+                if not (_template_state(admin, self._template) == "ready" and
                         _options_unchanged(admin, self._template, ctx.config)):
                     self._build_template(ctx, admin)
+                _TEMPLATE_USERS[(self._admin_url, self._template)] += 1
             finally:
                 with contextlib.suppress(psycopg.Error):  # never hide the init hook's error
                     admin.execute("SELECT pg_advisory_unlock(%s)",
