@@ -96,6 +96,12 @@ class Scrubber:
     def secret(self, name: str) -> bool:
         return is_secret_name(name, self.extra_names)
 
+    def secret_in_response(self, name: str) -> bool:
+        """Responses use "key" and "code" for data (S3's <Key>, error codes): only names
+        that are secrets wherever they appear count there."""
+        lowered = name.lower()
+        return self.secret(name) and lowered not in _SECRET_NAMES and lowered != "key"
+
     def request(self, request: Any) -> Any:
         for header in list(request.headers):
             if self.secret(header):
@@ -105,7 +111,8 @@ class Scrubber:
         if body is not request.body:  # stored decoded, so scrubbing (and people) can read it
             for header in [h for h in request.headers if h.lower() == "content-encoding"]:
                 del request.headers[header]
-        request.body = self._scrub_body(body, _header(request.headers, "content-type"))
+        request.body = self._scrub_body(body, _header(request.headers, "content-type"),
+                                        self.secret)
         if self.more_request is not None:
             self.more_request(request)
         return request
@@ -121,7 +128,8 @@ class Scrubber:
         content_type = " ".join(_first(headers, "content-type"))
         body = response.get("body", {})
         if isinstance(body, dict) and "string" in body:
-            body["string"] = self._scrub_body(body["string"], content_type)
+            body["string"] = self._scrub_body(body["string"], content_type,
+                                              self.secret_in_response)
         if self.more_response is not None:
             self.more_response(response)
         return response
@@ -133,66 +141,78 @@ class Scrubber:
                                   fragment=self._scrub_pairs(parts.fragment))
         return url if scrubbed == parts else urlunsplit(scrubbed)
 
-    def _scrub_pairs(self, text: str) -> str:
+    def _scrub_pairs(self, text: str, secret: Callable[[str], bool] | None = None) -> str:
         """A query or fragment: secret-named parameters replaced, the rest as it was."""
+        secret = secret or self.secret
         if "=" not in text:
             return _scrub_shapes(text)
         pairs = parse_qsl(text, keep_blank_values=True)
-        if not any(self.secret(k) or _scrub_shapes(v) != v for k, v in pairs):
+        if not any(secret(k) or _scrub_shapes(v) != v for k, v in pairs):
             return text
-        return urlencode([(k, PLACEHOLDER if self.secret(k) else _scrub_shapes(v))
+        return urlencode([(k, PLACEHOLDER if secret(k) else _scrub_shapes(v))
                           for k, v in pairs], safe=PLACEHOLDER + "/:")
 
-    def _scrub_body(self, body: Any, content_type: str) -> Any:
+    def _scrub_body(self, body: Any, content_type: str, secret: Callable[[str], bool]) -> Any:
         if not body:
             return body
         if isinstance(body, (dict, list)):  # aiohttp's json=: a mapping, not text
-            return self._scrub_json(body)
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        scrubbed = self._scrub_text(text, content_type.lower())
+            return self._scrub_json(body, secret)
+        # surrogateescape: bytes that are not UTF-8 (a file in a multipart body) survive.
+        text = (body.decode("utf-8", "surrogateescape") if isinstance(body, bytes)
+                else str(body))
+        scrubbed = self._scrub_text(text, content_type, secret)
         if scrubbed == text:
             return body
-        return scrubbed.encode() if isinstance(body, bytes) else scrubbed
+        return scrubbed.encode("utf-8", "surrogateescape") if isinstance(body, bytes) \
+            else scrubbed
 
-    def _scrub_text(self, text: str, content_type: str) -> str:
+    def _scrub_text(self, text: str, content_type: str, secret: Callable[[str], bool]) -> str:
+        kind = content_type.lower()
         stripped = text.lstrip()
-        if "json" in content_type or stripped[:1] in ("{", "["):
+        if "json" in kind or stripped[:1] in ("{", "["):
             try:
-                return json.dumps(self._scrub_json(json.loads(text)))
+                parsed = json.loads(text)
             except ValueError:
                 pass
-        if "multipart/form-data" in content_type:
-            return _scrub_shapes(self._scrub_multipart(text, content_type))
-        if "xml" in content_type or stripped.startswith("<"):
-            return _scrub_shapes(_XML_ELEMENT.sub(self._scrub_element, text))
-        if "x-www-form-urlencoded" in content_type or _FORM.fullmatch(stripped):
-            return self._scrub_pairs(text)
+            else:
+                scrubbed = self._scrub_json(parsed, secret)
+                # Unchanged: the bytes as they were (json.dumps would rewrite 1.10, é...).
+                return text if scrubbed == parsed else json.dumps(scrubbed)
+        if "multipart/form-data" in kind:
+            return _scrub_shapes(self._scrub_multipart(text, content_type, secret))
+        if "xml" in kind:
+            return _scrub_shapes(_XML_ELEMENT.sub(
+                lambda match: self._scrub_element(match, secret), text))
+        if "x-www-form-urlencoded" in kind or _FORM.fullmatch(stripped):
+            return self._scrub_pairs(text, secret)
         return _scrub_shapes(text)
 
-    def _scrub_element(self, match: re.Match[str]) -> str:
+    def _scrub_element(self, match: re.Match[str], secret: Callable[[str], bool]) -> str:
         local = match["tag"].rpartition(":")[2]
-        if self.secret(local):
-            return f"<{match['tag']}{match['attrs']}>{PLACEHOLDER}</{match['tag']}>"
+        if secret(local):
+            return f"<{match['tag']}{match['attrs'] or ''}>{PLACEHOLDER}</{match['tag']}>"
         return match[0]
 
-    def _scrub_multipart(self, text: str, content_type: str) -> str:
-        boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    def _scrub_multipart(self, text: str, content_type: str,
+                         secret: Callable[[str], bool]) -> str:
+        boundary = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
         if not boundary:
             return text
         parts = text.split(f"--{boundary[1]}")
         for index, part in enumerate(parts):
             head, sep, _ = part.partition("\r\n\r\n")
             name = re.search(r'\bname="([^"]*)"', head)
-            if sep and name and self.secret(name[1]):
+            if sep and name and secret(name[1]):
                 parts[index] = f"{head}{sep}{PLACEHOLDER}\r\n"
         return f"--{boundary[1]}".join(parts)
 
-    def _scrub_json(self, value: Any, inside_secret: bool = False) -> Any:
+    def _scrub_json(self, value: Any, secret: Callable[[str], bool],
+                    inside_secret: bool = False) -> Any:
         if isinstance(value, dict):
-            return {k: self._scrub_json(v, inside_secret or self.secret(str(k)))
+            return {k: self._scrub_json(v, secret, inside_secret or secret(str(k)))
                     for k, v in value.items()}
         if isinstance(value, list):
-            return [self._scrub_json(item, inside_secret) for item in value]
+            return [self._scrub_json(item, secret, inside_secret) for item in value]
         if inside_secret and value is not None:  # a secret-named key holds it, however deep
             return PLACEHOLDER
         return _scrub_shapes(value) if isinstance(value, str) else value

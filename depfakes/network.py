@@ -99,7 +99,10 @@ def restricted(why: str, allow_hosts: Iterable[str] = (), allow_all: bool = Fals
 
 
 def _current() -> Policy | None:
-    return _active[-1] if _active else None
+    try:  # read without the lock: another thread may pop the last policy meanwhile
+        return _active[-1]
+    except IndexError:
+        return None
 
 
 def _install() -> None:
@@ -110,8 +113,9 @@ def _install() -> None:
         _original["getaddrinfo"] = socket.getaddrinfo
         _original["gethostbyname"] = socket.gethostbyname
         _original["gethostbyname_ex"] = socket.gethostbyname_ex
+        # socket.socket's own (another library, gevent say, may have replaced the class).
         for name in ("connect", "connect_ex", "sendto", "sendmsg"):
-            _original[name] = getattr(_socket.socket, name)
+            _original[name] = getattr(socket.socket, name)
         socket.getaddrinfo = _guarded_getaddrinfo
         socket.gethostbyname = _guarded_gethostbyname
         socket.gethostbyname_ex = _guarded_gethostbyname_ex
@@ -121,7 +125,8 @@ def _install() -> None:
         socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
         socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign]
         socket.socket.sendmsg = _guarded_sendmsg  # type: ignore[method-assign]
-        _socket.socket = _socket.SocketType = _GuardedCSocket  # type: ignore[misc]
+        if issubclass(socket.socket, _socket.socket):  # the C class is what it builds on
+            _socket.socket = _socket.SocketType = _GuardedCSocket  # type: ignore[misc]
 
 
 def _lookup(host: Any, port: Any, resolve: Any) -> Any:

@@ -525,3 +525,45 @@ def test_check_finds_what_scrubbing_missed_by_shape_and_entropy(tmp_path):
     assert f"{cassette}:13: looks like a secret: JWT" in out
     assert f"{cassette}:17: looks like a secret: Stripe key" in out
     assert "cursor" not in out
+
+
+def test_scrubbing_keeps_what_is_not_secret_byte_for_byte():
+    """What a real API answers with is data, not secrets: S3's <Key> and error <Code>,
+    JSON error codes, numbers as written; a multipart body keeps its files and boundary."""
+    from depfakes.cassettes import PLACEHOLDER, Scrubber
+
+    scrubber = Scrubber()
+
+    def response(body: bytes, content_type: str) -> bytes:
+        recorded = {"status": {"code": 200}, "headers": {"Content-Type": [content_type]},
+                    "body": {"string": body}}
+        return scrubber.response(recorded)["body"]["string"]
+
+    listing = (b"<ListBucketResult><Contents><Key>photos/cat.jpg</Key></Contents>"
+               b"</ListBucketResult>")
+    assert response(listing, "application/xml") == listing
+    error = b"<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
+    assert response(error, "application/xml") == error
+    sts = b"<Credentials><SessionToken>abc</SessionToken></Credentials>"
+    assert response(sts, "text/xml") == \
+        f"<Credentials><SessionToken>{PLACEHOLDER}</SessionToken></Credentials>".encode()
+    data = '{"error": {"code": 404}, "price": 1.10, "name": "café"}'.encode()
+    assert response(data, "application/json") == data  # unchanged bytes, not re-dumped
+    html = b"<html><code>x = 1</code></html>"
+    assert response(html, "text/html") == html
+
+    class Request:
+        def __init__(self, body: bytes, content_type: str) -> None:
+            self.headers = {"Content-Type": content_type}
+            self.uri = "https://api.example.com/upload"
+            self.body = body
+
+    boundary = "AbCdEf123"
+    binary = bytes(range(256))
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n"
+            f"MULTI-SECRET\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; "
+            f"filename=\"a.bin\"\r\n\r\n").encode() + binary + f"\r\n--{boundary}--\r\n".encode()
+    scrubbed = scrubber.request(Request(body, f"multipart/form-data; boundary={boundary}")).body
+    assert b"MULTI-SECRET" not in scrubbed
+    assert binary in scrubbed  # the file's bytes, as sent
+    assert scrubbed.endswith(f"--{boundary}--\r\n".encode())

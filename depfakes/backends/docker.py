@@ -151,7 +151,7 @@ def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
     try:
         with _without_ryuk():
             container.start()
-        host, port = _address(container.get_wrapped_container(), spec.info.port)
+        host, port = _address_of_started(container.get_wrapped_container(), spec, image)
         url = spec.url(host, port, secret)
         _wait_ready(container.get_wrapped_container(), spec, image, url, ctx)
     except BaseException:
@@ -220,14 +220,19 @@ def docker_client() -> Any:
     """A docker-py client for the engine testcontainers would use (DOCKER_HOST, the docker
     context), or BackendUnavailable saying why it can't be reached."""
     import_docker()
+    from urllib.parse import urlsplit
+
     from testcontainers.core.docker_client import DockerClient
 
+    from depfakes.network import allow_server_host
+
+    # A remote engine must stay reachable while a test that declares 'http' runs.
+    allow_server_host(urlsplit(os.environ.get("DOCKER_HOST", "")).hostname or "")
     try:
         client = DockerClient(timeout=10).client
+        allow_server_host(urlsplit(str(client.api.base_url)).hostname or "")
         client.ping()
-        from depfakes.network import allow_server_host
-
-        allow_server_host(_testcontainers_client().host())  # a remote engine, say
+        allow_server_host(_testcontainers_client().host())
     except Exception as exc:
         where = os.environ.get("DOCKER_HOST") or "the local socket"
         raise BackendUnavailable(
@@ -371,6 +376,20 @@ def _created(container: Any) -> float:
         return datetime.fromisoformat(text + "+00:00").timestamp()
     except ValueError:
         return time.time()
+
+
+def _address_of_started(wrapped: Any, spec: ServerSpec, image: str) -> tuple[str, int]:
+    """The address of a container just started; one that already exited (so publishes
+    nothing) is reported as exited, with its log."""
+    try:
+        return _address(wrapped, spec.info.port)
+    except BackendUnavailable:
+        wrapped.reload()
+        if wrapped.status in ("exited", "dead"):
+            raise RuntimeError(f"container from {image} exited before it was ready "
+                               f"(status {wrapped.status}). Last log lines:\n"
+                               f"{last_lines(_logs_of(wrapped)())}") from None
+        raise
 
 
 def _address(container: Any, port: int) -> tuple[str, int]:

@@ -168,7 +168,8 @@ def _lease_held(client: MongoClient[Any], session: str) -> bool:
     if lease is None:
         return False
     now = client.admin.command("hello")["localTime"]
-    return bool(lease["expires"] > now)
+    expires = lease.get("expires")
+    return isinstance(expires, type(now)) and expires > now  # another format: lapsed
 
 
 class Mongod(LocalRecipe):

@@ -345,8 +345,10 @@ class AdvisoryLease:
 
         # Keepalives and no idle timeout: the lease must last as long as its owner.
         connection = psycopg.connect(url, autocommit=True, application_name="depfakes lease",
-                                     keepalives=1, keepalives_idle=30,
-                                     options="-c idle_session_timeout=0")
+                                     keepalives=1, keepalives_idle=30)
+        if connection.info.server_version >= 140000:  # the setting exists from 14 on
+            with contextlib.suppress(psycopg.Error):
+                connection.execute("SET idle_session_timeout = 0")
         try:
             for session in sessions:
                 connection.execute("SELECT pg_advisory_lock_shared(%s)", (_lease_key(session),))
@@ -451,7 +453,9 @@ class PostgresProvider(Provider):
             self._prepare_databases(ctx)
         except BaseException:
             with contextlib.suppress(Exception):  # e.g. a failing init hook: leave nothing
-                if not self._keep_template:
+                # ...but never a template another provider of this process clones.
+                if not self._keep_template and \
+                        not _TEMPLATE_USERS[(self._admin_url, self._template)]:
                     self._drop_template()
             self._server.stop()
             raise
