@@ -172,11 +172,11 @@ def _error_line(exc: Exception) -> int:
 
 def _servers() -> tuple[list[Listed], list[str]]:
     """Servers every backend started on this host, and what could not be looked at."""
-    from depfakes.backends import iter_backends
+    from depfakes.backends import registered
 
     servers: list[Listed] = []
     problems = []
-    for backend in iter_backends():
+    for backend in registered().values():
         found, problem = backend.listing()
         # A backend built on another (a DockerBackend subclass) lists the same servers.
         known = {(s.backend, s.id) for s in servers}

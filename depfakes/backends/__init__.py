@@ -34,7 +34,7 @@ import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -504,7 +504,3 @@ def sweep_session_dirs() -> list[str]:
                 shutil.rmtree(marker.parent, ignore_errors=True)
                 removed.append(str(marker.parent))
     return removed
-
-
-def iter_backends() -> Iterator[type[Backend]]:
-    yield from registered().values()

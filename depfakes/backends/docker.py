@@ -55,7 +55,7 @@ LABEL_PROJECT = f"{LABEL_PREFIX}.project"
 LABEL_DEPENDENCY = f"{LABEL_PREFIX}.dependency"
 LABEL_SECRET = f"{LABEL_PREFIX}.secret"  # a kept server's password, for the next session
 _LOCALHOSTS = {"localhost", "127.0.0.1", "::1"}
-# A container younger than this (plus the start timeout) may not hold its lease yet.
+# A container younger than this plus the start timeout may not hold its lease yet.
 _LEASE_GRACE_SECONDS = 60.0
 
 
@@ -79,9 +79,9 @@ class DockerBackend(Backend):
     def start(self, spec: ServerSpec, ctx: StartContext) -> Server:
         image = _image(spec, ctx)
         client = docker_client()
-        global _start_timeout
-        _start_timeout = max(_start_timeout, float(ctx.settings.get("start_timeout")))
-        sweep_dead_sessions(client, spec)
+        # A younger container may still be starting, not yet holding its lease.
+        sweep_dead_sessions(client, spec,
+                            _LEASE_GRACE_SECONDS + float(ctx.settings.get("start_timeout")))
         key = reuse_key(spec, ctx, "docker", image)
         if key is None:
             return _start(client, spec, image, ctx, None)
@@ -334,29 +334,28 @@ def pinned_image(image: str, version: str | None, suffix: str = "") -> str:
     return f"{repo}:{version}{suffix}"
 
 
-_start_timeout = 60.0  # the session's start_timeout, set by DockerBackend.start
-
-
-def sweep_dead_sessions(client: Any, spec: ServerSpec | None = None) -> list[str]:
+def sweep_dead_sessions(client: Any, spec: ServerSpec | None = None,
+                        grace: float = _LEASE_GRACE_SECONDS + 60.0) -> list[str]:
     """Remove containers of depfakes sessions that are gone: on this host by their pid;
-    of another host (a shared engine) only when ``spec``'s lease says nobody holds them."""
+    of another host (a shared engine) only when ``spec``'s lease says nobody holds them
+    and the container is older than ``grace`` seconds."""
     removed = []
     for container in client.containers.list(all=True, filters={"label": LABEL_PID}):
-        if _owner_gone(container, spec):
+        if _owner_gone(container, spec, grace):
             with contextlib.suppress(Exception):  # another session may be sweeping it too
                 container.remove(force=True, v=True)
                 removed.append(container.short_id)
     return removed
 
 
-def _owner_gone(container: Any, spec: ServerSpec | None) -> bool:
+def _owner_gone(container: Any, spec: ServerSpec | None, grace: float) -> bool:
     labels = container.labels
     alive = owner_alive(labels.get(LABEL_HOST, ""), int(labels.get(LABEL_PID, "0")))
     if alive is not None:
         return not alive
     if spec is None or spec.lease is None or labels.get(LABEL_DEPENDENCY) != spec.dependency:
         return False
-    if time.time() - _created(container) < _LEASE_GRACE_SECONDS + _start_timeout:
+    if time.time() - _created(container) < grace:
         return False
     if container.status != "running":
         return True
