@@ -1,9 +1,10 @@
 """The ``postgres`` dependency: a real PostgreSQL, a database per test.
 
 One server per session (docker, local binaries, or an existing server by URL). A
-template database holds the schema (built once by the init hook); every test gets its
-own clone. Clones are made ahead of need by background workers and dropped in the
-background after use, so a test waits neither for ``CREATE`` nor for ``DROP DATABASE``.
+template database holds the schema (built once by the init hook); every test gets a
+database like it. A used database is reset in place after the test (postgres_reset.py)
+and handed to the next one; only a test that changed the schema costs a new clone,
+made ahead of need by background workers (which also drop the old one).
 ``isolation="transaction"`` instead runs the test inside a transaction that is rolled
 back, on one shared clone.
 """
@@ -51,6 +52,7 @@ from depfakes.backends import (
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
+from depfakes.providers import postgres_reset
 from depfakes.providers.base import (
     InitHookFailed,
     Option,
@@ -80,11 +82,13 @@ class PostgresHandle:
     isolation: str
 
     def __init__(self, server_url: str, dbname: str, isolation: str,
-                 connection: sqlalchemy.Connection | None = None) -> None:
+                 connection: sqlalchemy.Connection | None = None,
+                 recycler: Recycler | None = None) -> None:
         self._server_url = server_url
         self.dbname = dbname
         self.isolation = isolation
         self._txn_connection = connection
+        self._recycler = recycler
         self._opened: list[psycopg.Connection[Any]] = []
         self.created: list[str] = []  # databases of create_database(), dropped after
 
@@ -155,6 +159,8 @@ class PostgresHandle:
     @cached_property
     def engine(self) -> sqlalchemy.Engine:
         self._escape_check("engine")
+        if self._recycler is not None:  # kept with the database, reset with it
+            return self._recycler.engine(self.dbname)
         import sqlalchemy
 
         return sqlalchemy.create_engine(self._url("postgresql+psycopg"))
@@ -192,7 +198,7 @@ class PostgresHandle:
         if connection is not None and connection is not self._txn_connection:
             connection.close()
         engine = self.__dict__.pop("engine", None)
-        if engine is not None:
+        if engine is not None and self._recycler is None:
             engine.dispose()
         for opened in self._opened:
             opened.close()
@@ -303,6 +309,110 @@ class ClonePool:
                 (self._drops if self._closing else self._ready).append(name)
             self._cond.notify_all()
 
+
+class Recycler:
+    """The test databases of one provider: a used one is reset in place and handed to the
+    next test; one that cannot be (the test changed the schema) is dropped in the
+    background, and the next test gets a clone from the pool instead."""
+
+    def __init__(self, admin_url: str, pool: ClonePool, resets: bool) -> None:
+        self._admin_url, self._pool, self._resets = admin_url, pool, resets
+        self._clean: list[str] = []
+        # One connection per database, kept open: the reset runs on it.
+        self._janitors: dict[str, psycopg.Connection[Any]] = {}
+        # deps.postgres.engine, per database: its idle connections survive the reset
+        # (with their session state discarded), so the next test neither connects nor
+        # initializes a dialect.
+        self._engines: dict[str, sqlalchemy.Engine] = {}
+        self._lock = threading.Lock()
+
+    def engine(self, name: str) -> sqlalchemy.Engine:
+        engine = self._engines.get(name)
+        if engine is None:
+            import sqlalchemy
+
+            engine = self._engines[name] = sqlalchemy.create_engine(
+                with_database(self._admin_url, name, "postgresql+psycopg"))
+        return engine
+
+    def take(self) -> str:
+        with self._lock:
+            if self._clean:
+                return self._clean.pop()
+        return self._pool.take()
+
+    def give_back(self, name: str) -> None:
+        if self._resets and self._reset(name):
+            with self._lock:
+                self._clean.append(name)
+            return
+        self._forget(name)
+        self._pool.drop_later(name)
+
+    def close(self) -> None:
+        with self._lock:
+            names, self._clean = self._clean, []
+        for name in names:
+            self._forget(name)
+            self._pool.drop_later(name)
+
+    def _reset(self, name: str) -> bool:
+        import psycopg
+
+        for _ in range(2):  # the test may have ended the janitor's connection too
+            try:
+                janitor = self._janitors.get(name)
+                if janitor is None or janitor.closed:
+                    janitor = self._janitors[name] = psycopg.connect(
+                        with_database(self._admin_url, name), autocommit=True,
+                        application_name="depfakes reset")
+                if postgres_reset.reset(janitor, keep=self._discard_sessions(name)):
+                    return True
+                if not janitor.broken:
+                    return False
+            except psycopg.OperationalError:
+                pass
+            self._forget(name)
+        return False
+
+    def _discard_sessions(self, name: str) -> list[int]:
+        """The backends of the engine's idle pooled connections, after ``DISCARD ALL`` on
+        each (temporary tables, settings, advisory locks, prepared statements, LISTEN);
+        the reset ends every other connection. A connection the test still has checked
+        out is not idle: then the pool goes, and the reset ends its connections too."""
+        engine = self._engines.get(name)
+        if engine is None:
+            return []
+        pool: Any = engine.pool
+        idle = []
+        try:
+            if pool.checkedout():
+                raise RuntimeError("a connection is still checked out")
+            idle = [engine.raw_connection() for _ in range(pool.checkedin())]
+            pids = []
+            for connection in idle:
+                driver: Any = connection.driver_connection
+                autocommit, driver.autocommit = driver.autocommit, True  # DISCARD needs it
+                driver.execute("DISCARD ALL")
+                driver.autocommit = autocommit
+                pids.append(driver.info.backend_pid)
+            return pids
+        except Exception:
+            self._engines.pop(name).dispose()
+            return []
+        finally:
+            for connection in idle:
+                with contextlib.suppress(Exception):
+                    connection.close()
+
+    def _forget(self, name: str) -> None:
+        janitor = self._janitors.pop(name, None)
+        if janitor is not None:
+            with contextlib.suppress(Exception):
+                janitor.close()
+        engine = self._engines.pop(name, None)
+        if engine is not None:
+            engine.dispose()
 
 
 def database_name(kind: str = "") -> str:
@@ -424,6 +534,10 @@ class PostgresProvider(Provider):
         Setting("postgres_init_key", "Part of the key of the template kept by --deps-reuse; "
                 "change it (e.g. to your migrations' head) to rebuild the template.",
                 cli=False),
+        Setting("postgres_reset", "How a used test database is made new: \"in-place\" "
+                "(reset, the default; needs a superuser) or \"clone\" (dropped, and the "
+                "next test gets a fresh clone of the template).",
+                default="in-place", choices=("in-place", "clone")),
     )
     options: ClassVar[Mapping[str, Option]] = {
         "isolation": Option("database", "\"database\": a database per test (default); "
@@ -468,7 +582,8 @@ class PostgresProvider(Provider):
             connection = engine.connect()
             connection.begin()  # the outer transaction, rolled back in release()
             return PostgresHandle(self._admin_url, dbname, "transaction", connection)
-        return PostgresHandle(self._admin_url, self._pool.take(), "database")
+        return PostgresHandle(self._admin_url, self._databases.take(), "database",
+                              recycler=self._databases)
 
     def release(self, handle: PostgresHandle) -> None:
         try:
@@ -481,7 +596,7 @@ class PostgresProvider(Provider):
                     transaction.rollback()
                 connection.close()
             else:
-                self._pool.drop_later(handle.dbname)
+                self._databases.give_back(handle.dbname)
             for name in handle.created:
                 self._pool.drop_later(name)
 
@@ -490,6 +605,7 @@ class PostgresProvider(Provider):
             if self._txn is not None:
                 self._txn[0].dispose()
                 self._pool.drop_later(self._txn[1])
+            self._databases.close()
             self._pool.close()
             users = _TEMPLATE_USERS
             users[(self._admin_url, self._template)] -= 1
@@ -540,11 +656,13 @@ class PostgresProvider(Provider):
         # Named by what builds it: pins served by one server share one template. A server
         # the xdist workers share has the run's (OWNER.session, which every worker's lease
         # covers); one of this process's alone (the url backend's, say) this process's.
-        built_by = self._init_fingerprint(ctx)
-        owner = OWNER.session if self._server.shared else SESSION_ID
-        self._template = (f"depfakes_tpl_{built_by}" if self._reuse
-                          else f"depfakes_{owner}_tpl_{built_by}")
         with psycopg.connect(self._admin_url, autocommit=True) as admin:
+            self._resets = (ctx.settings.get("postgres_reset") == "in-place"
+                            and postgres_reset.can_reset(admin))
+            built_by = self._init_fingerprint(ctx)
+            owner = OWNER.session if self._server.shared else SESSION_ID
+            self._template = (f"depfakes_tpl_{built_by}" if self._reuse
+                              else f"depfakes_{owner}_tpl_{built_by}")
             version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
             _drop_databases_of_gone_sessions(admin)
             strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
@@ -560,7 +678,10 @@ class PostgresProvider(Provider):
                 with contextlib.suppress(psycopg.Error):  # never hide the init hook's error
                     admin.execute("SELECT pg_advisory_unlock(%s)",
                                   (_lease_key(self._template),))
-        self._pool = ClonePool(self._admin_url, self._template, strategy)
+        # Reset in place, a test needs a clone only after another changed the schema.
+        self._pool = ClonePool(self._admin_url, self._template, strategy,
+                               size=1 if self._resets else 4)
+        self._databases = Recycler(self._admin_url, self._pool, self._resets)
 
     def _build_template(self, ctx: StartContext, admin: psycopg.Connection[Any]) -> None:
         from psycopg import sql
@@ -570,10 +691,16 @@ class PostgresProvider(Provider):
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._template)))
         ctx.status("building the template database (init hooks)")
         config = OptionsRead(ctx.config)
+        template_url = with_database(self._admin_url, self._template)
         try:
-            self._run_init(ctx, with_database(self._admin_url, self._template), config)
+            self._run_init(ctx, template_url, config)
         except Exception as exc:
             raise InitHookFailed("postgres", exc) from exc
+        if self._resets:
+            import psycopg
+
+            with psycopg.connect(template_url) as connection:
+                postgres_reset.prepare_template(connection)
         # What the hooks read of the command line: a kept template is rebuilt when it changes.
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(self._template), sql.Literal(json.dumps(config.read))))
@@ -587,7 +714,8 @@ class PostgresProvider(Provider):
         """What builds the template: the init hooks' source, the ini init target's module
         source, and depfakes_postgres_init_key (set it to e.g. your migrations' head when
         the schema lives in files the hook reads)."""
-        parts = [str(ctx.settings.get("postgres_init_key") or "")]
+        parts = [str(ctx.settings.get("postgres_init_key") or ""),
+                 postgres_reset.VERSION if self._resets else "clones"]
         for impl in ctx.config.pluginmanager.hook.pytest_depfakes_postgres_init.get_hookimpls():
             with contextlib.suppress(OSError, TypeError):
                 parts.append(inspect.getsource(impl.function))
