@@ -83,7 +83,7 @@ class PostgresHandle:
 
     def __init__(self, server_url: str, dbname: str, isolation: str,
                  connection: sqlalchemy.Connection | None = None,
-                 recycler: Recycler | None = None) -> None:
+                 recycler: postgres_reset.Recycler | None = None) -> None:
         self._server_url = server_url
         self.dbname = dbname
         self.isolation = isolation
@@ -308,111 +308,6 @@ class ClonePool:
                 self._creating -= 1
                 (self._drops if self._closing else self._ready).append(name)
             self._cond.notify_all()
-
-
-class Recycler:
-    """The test databases of one provider: a used one is reset in place and handed to the
-    next test; one that cannot be (the test changed the schema) is dropped in the
-    background, and the next test gets a clone from the pool instead."""
-
-    def __init__(self, admin_url: str, pool: ClonePool, resets: bool) -> None:
-        self._admin_url, self._pool, self._resets = admin_url, pool, resets
-        self._clean: list[str] = []
-        # One connection per database, kept open: the reset runs on it.
-        self._janitors: dict[str, psycopg.Connection[Any]] = {}
-        # deps.postgres.engine, per database: its idle connections survive the reset
-        # (with their session state discarded), so the next test neither connects nor
-        # initializes a dialect.
-        self._engines: dict[str, sqlalchemy.Engine] = {}
-        self._lock = threading.Lock()
-
-    def engine(self, name: str) -> sqlalchemy.Engine:
-        engine = self._engines.get(name)
-        if engine is None:
-            import sqlalchemy
-
-            engine = self._engines[name] = sqlalchemy.create_engine(
-                with_database(self._admin_url, name, "postgresql+psycopg"))
-        return engine
-
-    def take(self) -> str:
-        with self._lock:
-            if self._clean:
-                return self._clean.pop()
-        return self._pool.take()
-
-    def give_back(self, name: str) -> None:
-        if self._resets and self._reset(name):
-            with self._lock:
-                self._clean.append(name)
-            return
-        self._forget(name)
-        self._pool.drop_later(name)
-
-    def close(self) -> None:
-        with self._lock:
-            names, self._clean = self._clean, []
-        for name in names:
-            self._forget(name)
-            self._pool.drop_later(name)
-
-    def _reset(self, name: str) -> bool:
-        import psycopg
-
-        for _ in range(2):  # the test may have ended the janitor's connection too
-            try:
-                janitor = self._janitors.get(name)
-                if janitor is None or janitor.closed:
-                    janitor = self._janitors[name] = psycopg.connect(
-                        with_database(self._admin_url, name), autocommit=True,
-                        application_name="depfakes reset")
-                if postgres_reset.reset(janitor, keep=self._discard_sessions(name)):
-                    return True
-                if not janitor.broken:
-                    return False
-            except psycopg.OperationalError:
-                pass
-            self._forget(name)
-        return False
-
-    def _discard_sessions(self, name: str) -> list[int]:
-        """The backends of the engine's idle pooled connections, after ``DISCARD ALL`` on
-        each (temporary tables, settings, advisory locks, prepared statements, LISTEN);
-        the reset ends every other connection. A connection the test still has checked
-        out is not idle: then the pool goes, and the reset ends its connections too."""
-        engine = self._engines.get(name)
-        if engine is None:
-            return []
-        pool: Any = engine.pool
-        idle = []
-        try:
-            if pool.checkedout():
-                raise RuntimeError("a connection is still checked out")
-            idle = [engine.raw_connection() for _ in range(pool.checkedin())]
-            pids = []
-            for connection in idle:
-                driver: Any = connection.driver_connection
-                autocommit, driver.autocommit = driver.autocommit, True  # DISCARD needs it
-                driver.execute("DISCARD ALL")
-                driver.autocommit = autocommit
-                pids.append(driver.info.backend_pid)
-            return pids
-        except Exception:
-            self._engines.pop(name).dispose()
-            return []
-        finally:
-            for connection in idle:
-                with contextlib.suppress(Exception):
-                    connection.close()
-
-    def _forget(self, name: str) -> None:
-        janitor = self._janitors.pop(name, None)
-        if janitor is not None:
-            with contextlib.suppress(Exception):
-                janitor.close()
-        engine = self._engines.pop(name, None)
-        if engine is not None:
-            engine.dispose()
 
 
 def database_name(kind: str = "") -> str:
@@ -681,7 +576,8 @@ class PostgresProvider(Provider):
         # Reset in place, a test needs a clone only after another changed the schema.
         self._pool = ClonePool(self._admin_url, self._template, strategy,
                                size=1 if self._resets else 4)
-        self._databases = Recycler(self._admin_url, self._pool, self._resets)
+        self._databases = postgres_reset.Recycler(self._admin_url, self._pool,
+                                                  self._resets)
 
     def _build_template(self, ctx: StartContext, admin: psycopg.Connection[Any]) -> None:
         from psycopg import sql
