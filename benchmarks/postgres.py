@@ -15,8 +15,9 @@ Variants, all on the same image:
     transaction and a Session joined with ``join_transaction_mode="create_savepoint"``;
   * control: the same pytest run with no database at all.
 
-Per test = (wall(N tests) - wall(1 test)) / (N - 1), net of the control's, so the server's
-start, the template and the imports cancel out and the test bodies count. "Start" is from
+Per test = the time from the second test's start to the last one's, per test, net of the
+control's: whole tests (setup, body, teardown, and whatever background work competes
+with them), without the server's start and the template build before the first. "Start" is from
 launching pytest to the first test's body: cold (a new container) and, for depfakes, with
 ``--deps-reuse`` adopting the container and template a previous run kept.
 
@@ -36,17 +37,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+# What a run reports: when its first test's body ran, when each test started, and each
+# test's setup + teardown (pytest's report durations; benchmarks/mongo.py uses those).
 COLLECTOR = '''
 import json, os, time
-FIRST = []
+FIRST, STARTS, SETUP, TEARDOWN = [], [], {}, {}
+
+def pytest_runtest_logstart(nodeid, location):
+    STARTS.append(time.time())
 
 def pytest_runtest_call(item):
     if not FIRST:
         FIRST.append(time.time())
 
+def pytest_runtest_logreport(report):
+    if report.when == "setup":
+        SETUP[report.nodeid] = report.duration
+    elif report.when == "teardown":
+        TEARDOWN[report.nodeid] = report.duration
+
 def pytest_sessionfinish(session):
+    overhead = [SETUP[k] + TEARDOWN.get(k, 0.0) for k in SETUP]
     with open(os.environ["BENCH_OUT"], "w") as fh:
-        json.dump({"first_call": FIRST[0] if FIRST else None}, fh)
+        json.dump({"first_call": FIRST[0] if FIRST else None, "starts": STARTS,
+                   "overhead": overhead}, fh)
 '''
 
 # The app: its models, and its schema as wide as a real one's.
@@ -253,16 +267,14 @@ def measure(tests: int, tables: int, tmp: Path) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
     for name, (conftest, source, _, reuse) in VARIANTS.items():
         home = tmp / name.replace(" ", "_").replace(",", "")
-        # With reuse, a first run keeps the server and the template; the runs measured
-        # adopt them (same directory), as a developer's second run does.
+        # With reuse, a first run keeps the server and the template; the run measured
+        # adopts them (same directory), as a developer's second run does.
         if reuse:
-            run(conftest, source, 1, home / "one", reuse=True, tables=tables)
-        one = run(conftest, source, 1, home / "one", reuse=reuse, tables=tables)
-        many = run(conftest, source, tests, home / "one" if reuse else home / "many",
-                   reuse=reuse, tables=tables)
-        rows[name] = {"start_s": one["start"], "wall_1_s": one["wall"],
-                      f"wall_{tests}_s": many["wall"],
-                      "per_test_ms": (many["wall"] - one["wall"]) / (tests - 1) * 1000}
+            run(conftest, source, 1, home, reuse=True, tables=tables)
+        result = run(conftest, source, tests, home, reuse=reuse, tables=tables)
+        starts = result["starts"]
+        rows[name] = {"start_s": result["start"], "wall_s": result["wall"],
+                      "per_test_ms": (starts[-1] - starts[1]) / (len(starts) - 2) * 1000}
     control = rows["control"]["per_test_ms"]
     for row in rows.values():
         row["net_ms"] = row["per_test_ms"] - control

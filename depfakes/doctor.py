@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from depfakes import registry
-from depfakes.backends import registered
+from depfakes.backends import NEEDS_PULL, registered
 from depfakes.state import SPEC_KEY, session_state
 
 # Set by the collection hook; the session's exit status follows it (plugin).
@@ -35,9 +35,10 @@ def report(session: pytest.Session) -> None:
         order = [b for b in ("fake", "in-process", *auto) if b in found]
         if forced.get(name) in found:
             order = [forced[name]]
-        pick = next((b for b in order if found[b][0]), None)
+        usable = [b for b in order if found[b][0]]
+        pick = usable[0] if usable else None
         uses = f"declared by {declared[name]} test(s)" if declared[name] else "not declared"
-        write(f"{name:<10} {uses:<26} -> {pick or 'NO BACKEND'}")
+        write(f"{name:<10} {uses:<26} -> {_pick_text(pick, usable, found)}")
         for backend, (ok, detail) in found.items():
             write(f"    {backend:<11} {'yes' if ok else 'no ':<4} {detail}")
         if pick is None and declared[name]:
@@ -47,3 +48,15 @@ def report(session: pytest.Session) -> None:
     else:
         write("depfakes doctor: every declared dependency can run here")
     session.config.stash[FAILED_KEY] = bool(failing)
+
+
+def _pick_text(pick: str | None, usable: list[str], found: dict[str, tuple[bool, str]]) -> str:
+    """The backend a run would use; one that must pull an image first may not get it
+    (no registry reachable), and then the run goes on to the next."""
+    if pick is None:
+        return "NO BACKEND"
+    if NEEDS_PULL not in found[pick][1]:
+        return pick
+    then = f"; if no registry is reachable, {usable[1]}" if len(usable) > 1 else (
+        "; nothing else can serve it if no registry is reachable")
+    return f"{pick} (after pulling its image{then})"

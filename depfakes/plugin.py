@@ -83,16 +83,41 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    # Start servers while the rest of the suite is still being collected, when what is
-    # collected is what will run (no -m/-k selection that could deselect it).
+    # Start servers while the rest of the suite is still being collected, for tests that
+    # -m / -k (often in addopts) will not deselect.
     config = item.config
-    if config.option.collectonly or config.option.markexpr or config.option.keyword:
+    if config.option.collectonly:
         return
     try:
         spec = spec_for(item, requested_dependencies(item))
     except (DepfakesError, KeyError):
         return  # reported with the other marker errors after collection
-    _start(config, spec.versions.items())
+    if spec.versions and _selected(item, list(spec.versions)):
+        _start(config, spec.versions.items())
+
+
+def _selected(item: pytest.Item, dependencies: list[str]) -> bool:
+    """Whether -m and -k keep ``item``, judged the way pytest will (with the dependency
+    markers depfakes adds after collection). pytest's matchers are not public API: if they
+    change, the start waits for the end of collection, as a selection always did."""
+    option = item.config.option
+    if not (option.markexpr or option.keyword):
+        return True
+    try:
+        from _pytest.mark import KeywordMatcher, MarkMatcher
+        from _pytest.mark.expression import Expression
+
+        added = [getattr(pytest.mark, name).mark for name in dependencies]
+        if option.markexpr and not Expression.compile(option.markexpr).evaluate(
+                MarkMatcher.from_markers([*item.iter_markers(), *added])):
+            return False
+        if option.keyword:
+            names = set(KeywordMatcher.from_item(item)._names) | set(dependencies)
+            return bool(Expression.compile(option.keyword.lstrip()).evaluate(
+                KeywordMatcher(names)))
+        return True
+    except Exception:
+        return False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -179,3 +179,27 @@ def test_doctor_says_what_serves_and_fails_for_a_declared_dependency(project, py
     result = run("doctor", cwd=pytester.path)  # auto: local binaries may serve here
     local_ok = "    local       yes" in result.stdout
     assert result.returncode == (0 if local_ok else 1), result.stdout
+
+
+def test_doctor_says_a_missing_image_needs_a_pull_and_what_runs_without_one(project,
+                                                                           pytester,
+                                                                           monkeypatch):
+    """Where the image is not on the engine, docker serves only once a registry is
+    reached: the doctor says so and names the backend a run then falls back to."""
+    from tests.servers import docker_ok, local_ok, need
+
+    need(docker_ok() and local_ok(), "a Docker engine and PostgreSQL binaries")
+    monkeypatch.delenv("DEPFAKES_POSTGRES_URL", raising=False)
+    monkeypatch.setenv("DEPFAKES_POSTGRES_IMAGE", "local/no-such-postgres:1")
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_it(deps):
+            pass
+    """)
+    result = run("doctor", cwd=pytester.path)
+    assert result.returncode == 0, result.stdout
+    assert ("postgres   declared by 1 test(s)      -> docker (after pulling its image; if no "
+            "registry is reachable, local)") in result.stdout
+    assert "needs a pull: image local/no-such-postgres:1 is not present locally" in result.stdout

@@ -191,3 +191,37 @@ def test_databases_of_ones_own_are_cleaned_up_with_the_test(postgres_server, pro
     with psycopg.connect(postgres_server) as conn:  # a shared server: nothing left on it
         assert conn.execute("SELECT datname FROM pg_database WHERE datname LIKE "
                             "'depfakes%'").fetchall() == []
+
+
+@pytest.mark.parametrize("selection", ['-m "not slow"', '-k "not uploads"'])
+def test_a_selection_in_addopts_keeps_the_start_during_collection(project, pytester,
+                                                                   selection):
+    """-m / -k in addopts: servers of the tests the selection keeps still start while
+    collection goes on (they used to wait for its end); deselected ones do not start."""
+    project("""
+        import pytest
+
+        @pytest.mark.deps("redis")
+        def test_counts(deps):
+            assert deps.redis.client.incr("n") == 1
+
+        @pytest.mark.slow
+        @pytest.mark.deps("s3")
+        def test_uploads(deps):
+            pass
+    """, conftest="""
+        import pathlib
+        import pytest
+        from depfakes.state import session_state
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_collection_modifyitems(config):  # collection is over, nothing deselected
+            started = sorted(session_state(config).runtime.start_seconds)
+            pathlib.Path("started.txt").write_text(",".join(started))
+    """, ini=f"""
+        addopts = {selection}
+        markers = slow
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, deselected=1)
+    assert (pytester.path / "started.txt").read_text() == "redis"

@@ -108,6 +108,10 @@ def owner_alive(host: str, pid: int) -> bool | None:
     return pid_alive(pid) if host == OWNER.host else None
 
 
+# In a diagnosis: a backend usable only once it reaches a registry (an image to pull);
+# the doctor then also names the backend a run would fall back to.
+NEEDS_PULL = "needs a pull"
+
 class BackendUnavailable(Exception):
     """This backend cannot serve here; the message says why and how to fix it."""
 

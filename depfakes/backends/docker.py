@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from depfakes.backends import (
     IMPORT_LOCK,
+    NEEDS_PULL,
     OWNER,
     Backend,
     BackendUnavailable,
@@ -320,8 +321,9 @@ def diagnose_image(image: str) -> tuple[bool, str]:
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        return True, (f"Docker reachable; image {image} not present locally: the first run "
-                      "pulls it (fails where no registry is reachable)")
+        return True, (f"Docker reachable; {NEEDS_PULL}: image {image} is not present locally "
+                      f"(where no registry is reachable: build or load it, or point the "
+                      f"image setting at a local one)")
     return True, f"Docker reachable; image {image} present"
 
 
