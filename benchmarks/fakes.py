@@ -58,6 +58,50 @@ VARIANTS: dict[str, dict[str, str]] = {
                 assert client is not None
         """,
     },
+    # Real work over a client the app builds itself (a rate limiter's store): 200 commands
+    # in a row, then 200 from asyncio, 50 at a time (redis.asyncio pools hold 100), against
+    # the in-process FakeRedis fixture such a suite had before.
+    "redis URL client, 400 commands": {
+        "depfakes": """
+            import asyncio, pytest, redis, redis.asyncio
+
+            @pytest.mark.deps("redis")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                client = redis.Redis.from_url(deps.redis.url)
+                for _ in range(200):
+                    client.incr("hits")
+                async def burst():
+                    aclient = redis.asyncio.Redis.from_url(deps.redis.url)
+                    for _ in range(4):
+                        await asyncio.gather(*(aclient.incr("burst") for _ in range(50)))
+                    await aclient.aclose()
+                asyncio.run(burst())
+                assert client.get("burst") == b"200"
+                client.close()
+        """,
+        "naive": """
+            import asyncio, fakeredis, pytest
+
+            @pytest.fixture
+            def server():
+                return fakeredis.FakeServer()
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(server, n):
+                client = fakeredis.FakeRedis(server=server)
+                for _ in range(200):
+                    client.incr("hits")
+                async def burst():
+                    aclient = fakeredis.FakeAsyncRedis(server=server)
+                    for _ in range(4):
+                        await asyncio.gather(*(aclient.incr("burst") for _ in range(50)))
+                    await aclient.aclose()
+                asyncio.run(burst())
+                assert client.get("burst") == b"200"
+                client.close()
+        """,
+    },
     "s3": {
         "depfakes": """
             import pytest

@@ -158,3 +158,42 @@ def test_the_fidelity_backend_fails_when_docker_py_is_missing(project, pytester)
     result.stdout.fnmatch_lines(["*--deps-backend redis=docker was asked for but cannot serve "
                                  "here: docker-py/testcontainers could not be imported*pip "
                                  "install*"])
+
+
+def test_url_clients_in_this_process_skip_tcp_and_other_processes_use_it(project, pytester):
+    """Clients built from the URL here are served in process (no socket round trip to the
+    endpoint's thread), module-level ones rebind to each test's server, sync and asyncio
+    alike; a subprocess given the URL reaches the same state over TCP."""
+    project(
+        """
+        import asyncio, subprocess, sys
+        import pytest
+        import redis, redis.asyncio
+
+        APP = {}
+
+        @pytest.mark.deps("redis")
+        @pytest.mark.parametrize("n", range(3))
+        def test_routed(deps, n):
+            client = APP.setdefault("sync", redis.Redis.from_url(deps.redis.url))
+            assert client.incr("hits") == 1  # the module-level client sees a fresh server
+            pool_class = client.connection_pool.connection_class
+            assert pool_class is not redis.Connection, pool_class
+
+            async def use_async():
+                aclient = redis.asyncio.Redis(host="127.0.0.1",
+                                              port=int(deps.redis.url.rsplit(":", 1)[1][:-2]))
+                assert await aclient.incr("hits") == 2
+                assert aclient.connection_pool.connection_class is not \\
+                    redis.asyncio.Connection
+                await aclient.aclose()
+            asyncio.run(use_async())
+
+            child = "import redis, sys; redis.Redis.from_url(sys.argv[1]).set('child', 7)"
+            subprocess.run([sys.executable, "-c", child, deps.redis.url], check=True,
+                           timeout=60)
+            assert deps.redis.client.get("child") == b"7"
+            assert deps.redis.client.get("hits") == b"2"
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=3)

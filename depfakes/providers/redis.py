@@ -4,7 +4,9 @@ Each test gets its own ``FakeServer`` (no 16-database limit, nothing shared). ``
 points at one loopback TCP endpoint per session that always serves the *current* test's
 server; at the end of a test its connections are closed, so pooled clients built from
 the URL (even module-level ones) reconnect into the next test's state instead of
-leaking the previous one.
+leaking the previous one. In this process, clients built from the URL do not even use
+TCP: redis-py's pools make fakeredis' in-process connections for that address (see
+``_InProcess``); other processes (a subprocess given the URL) connect over TCP.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ class _Endpoint:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._current: Any = None
+        self.address: tuple[str, int] | None = None
+
+    def current_server(self) -> Any:
+        """The FakeServer the endpoint serves now (the test's, or an empty one between)."""
+        return self._current
 
     def url(self) -> str:
         with self._lock:
@@ -95,8 +102,18 @@ class _Endpoint:
                 self._thread = threading.Thread(target=self._server.serve_forever,
                                                 name="depfakes-redis", daemon=True)
                 self._thread.start()
+                self.address = self._server.server_address[:2]
+                _IN_PROCESS.add(self)
         host, port = self._server.server_address[:2]
         return f"redis://{host}:{port}/0"
+
+    def serves(self, connection_kwargs: Mapping[str, Any]) -> bool:
+        """Whether a redis-py pool with these connection kwargs points here."""
+        if self.address is None or connection_kwargs.get("path"):
+            return False
+        host = connection_kwargs.get("host")
+        return (host == self.address[0] or host == "localhost") and \
+            int(connection_kwargs.get("port") or 6379) == self.address[1]
 
     def route_to(self, fake_server: Any) -> None:
         self._current = fake_server
@@ -112,10 +129,108 @@ class _Endpoint:
 
     def close(self) -> None:
         if self._server is not None:
+            _IN_PROCESS.discard(self)
             self._server.drop_connections()
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self.address = None
+
+
+class _InProcess:
+    """Clients that code under test builds from the URL, served without TCP: redis-py's
+    pools (sync and asyncio) make fakeredis' in-process connections for an endpoint's
+    address, bound to its current server, instead of sockets; a request then costs what
+    it costs on ``FakeRedis``, not a socket round trip to the endpoint's thread. A
+    connection made in an earlier test rebinds when its pool hands it out again, as a
+    socket the endpoint closed would reconnect. Installed while an endpoint exists; if
+    fakeredis moves its connection classes, clients simply use TCP."""
+
+    def __init__(self) -> None:
+        self._endpoints: list[_Endpoint] = []
+        self._originals: list[tuple[Any, Any]] = []
+        self._classes: dict[tuple[int, type], type] = {}  # a connection class per endpoint
+
+    def add(self, endpoint: _Endpoint) -> None:
+        self._endpoints.append(endpoint)
+        if len(self._endpoints) == 1:
+            self._install()
+
+    def discard(self, endpoint: _Endpoint) -> None:
+        if endpoint in self._endpoints:
+            self._endpoints.remove(endpoint)
+        if not self._endpoints:
+            for pool, original in self._originals:
+                pool.make_connection = original
+            self._originals.clear()
+
+    def _install(self) -> None:
+        import redis.asyncio.connection as async_connection
+        import redis.connection as sync_connection
+
+        try:
+            routed = _routed_connection_classes()
+        except ImportError:
+            return
+        modules = (sync_connection, async_connection)
+        for module, connection_class in zip(modules, routed, strict=True):
+            pool = module.ConnectionPool
+            self._originals.append((pool, pool.make_connection))
+            pool.make_connection = self._make_connection(pool.make_connection, module.Connection,
+                                                         connection_class)
+
+    def _make_connection(self, original: Any, tcp: type, routed: type) -> Any:
+        def make_connection(pool: Any) -> Any:
+            if pool.connection_class is tcp:
+                endpoint = next((e for e in self._endpoints
+                                 if e.serves(pool.connection_kwargs)), None)
+                if endpoint is not None:  # this pool points at an endpoint: route it
+                    key = (id(endpoint), routed)
+                    if key not in self._classes:
+                        self._classes[key] = type(routed.__name__, (routed,),
+                                                  {"endpoint": endpoint})
+                    pool.connection_class = self._classes[key]
+            return original(pool)
+
+        return make_connection
+
+
+_IN_PROCESS = _InProcess()
+
+
+def _routed_connection_classes() -> tuple[type, type]:
+    from fakeredis._clients._sync import FakeRedisConnection
+    from fakeredis.aioredis import FakeAsyncRedisConnection
+
+    class RoutedConnection(FakeRedisConnection):
+        endpoint: _Endpoint  # set on the subclass made for each endpoint
+
+        def __init__(self, **kwargs: Any) -> None:
+            self._route = self.endpoint.current_server()
+            super().__init__(server=self._route, **kwargs)
+
+        def connect(self) -> None:
+            if self._sock is not None and self._route is not self.endpoint.current_server():
+                self.disconnect()  # made in an earlier test
+            if self._sock is None:
+                self._server = self._route = self.endpoint.current_server()
+            super().connect()
+
+    class RoutedAsyncConnection(FakeAsyncRedisConnection):
+        endpoint: _Endpoint
+
+        def __init__(self, **kwargs: Any) -> None:
+            self._route = self.endpoint.current_server()
+            super().__init__(server=self._route, **kwargs)
+
+        async def connect(self) -> None:
+            if self._sock is not None and self._route is not self.endpoint.current_server():
+                await self.disconnect()
+            if self._sock is None:
+                self._server = self._route = self.endpoint.current_server()
+            await super().connect()  # type: ignore[no-untyped-call]
+
+    return RoutedConnection, RoutedAsyncConnection
 
 
 def _make_tcp_server(version: tuple[int, ...]) -> Any:
