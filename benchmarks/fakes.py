@@ -33,6 +33,21 @@ def pytest_sessionfinish(session):
         json.dump(DURATIONS, fh)
 '''
 
+REDIS_WORK = """
+            def work(make_client, make_async_client):
+                client = make_client()
+                for _ in range(200):
+                    client.incr("hits")
+                async def burst():
+                    aclient = make_async_client()
+                    for _ in range(4):
+                        await asyncio.gather(*(aclient.incr("burst") for _ in range(50)))
+                    await aclient.aclose()
+                asyncio.run(burst())
+                assert client.get("burst") == b"200"
+                client.close()
+"""
+
 VARIANTS: dict[str, dict[str, str]] = {
     "redis": {
         "depfakes": """
@@ -68,18 +83,9 @@ VARIANTS: dict[str, dict[str, str]] = {
             @pytest.mark.deps("redis")
             @pytest.mark.parametrize("n", range(N))
             def test_it(deps, n):
-                client = redis.Redis.from_url(deps.redis.url)
-                for _ in range(200):
-                    client.incr("hits")
-                async def burst():
-                    aclient = redis.asyncio.Redis.from_url(deps.redis.url)
-                    for _ in range(4):
-                        await asyncio.gather(*(aclient.incr("burst") for _ in range(50)))
-                    await aclient.aclose()
-                asyncio.run(burst())
-                assert client.get("burst") == b"200"
-                client.close()
-        """,
+                work(lambda: redis.Redis.from_url(deps.redis.url),
+                     lambda: redis.asyncio.Redis.from_url(deps.redis.url))
+        """ + REDIS_WORK,
         "naive": """
             import asyncio, fakeredis, pytest
 
@@ -89,18 +95,9 @@ VARIANTS: dict[str, dict[str, str]] = {
 
             @pytest.mark.parametrize("n", range(N))
             def test_it(server, n):
-                client = fakeredis.FakeRedis(server=server)
-                for _ in range(200):
-                    client.incr("hits")
-                async def burst():
-                    aclient = fakeredis.FakeAsyncRedis(server=server)
-                    for _ in range(4):
-                        await asyncio.gather(*(aclient.incr("burst") for _ in range(50)))
-                    await aclient.aclose()
-                asyncio.run(burst())
-                assert client.get("burst") == b"200"
-                client.close()
-        """,
+                work(lambda: fakeredis.FakeRedis(server=server),
+                     lambda: fakeredis.FakeAsyncRedis(server=server))
+        """ + REDIS_WORK,
     },
     "s3": {
         "depfakes": """
