@@ -8,12 +8,15 @@ import pytest
 
 
 @pytest.hookspec
-def pytest_depfakes_postgres_init(dsn: str, config: pytest.Config) -> None:
-    """Create the schema (and seed data) in the PostgreSQL template database at ``dsn``.
+def pytest_depfakes_postgres_init(dsn: str, url: str, config: pytest.Config) -> None:
+    """Create the schema (and seed data) in the PostgreSQL template database.
 
-    Runs once per session; every test's database is a clone of the result. ``config`` is
-    the session's (your own command-line options: ``config.getoption(...)``); take only
-    the arguments you need.
+    ``dsn`` is its libpq URL (``postgresql://``, for psycopg, psql, alembic's own URL
+    handling), ``url`` the same for SQLAlchemy with the psycopg 3 driver
+    (``postgresql+psycopg://``: a bare ``postgresql://`` would make SQLAlchemy load
+    psycopg2). Runs once per session; every test's database starts like the result.
+    ``config`` is the session's (your own command-line options: ``config.getoption``);
+    take only the arguments you need.
     """
 
 

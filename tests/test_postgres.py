@@ -537,3 +537,32 @@ def test_reuse_keeps_a_local_server_too(project, pytester, tmp_path):
                        capture_output=True, check=True)
     assert not Path(f"/proc/{kept['server_pid']}").exists()
     assert not Path(kept["workdir"]).exists()
+
+
+def test_init_hook_gets_a_sqlalchemy_url_for_psycopg_3(postgres_server, project, pytester,
+                                                       monkeypatch):
+    """The hook's ``url`` is SQLAlchemy's with psycopg 3: ``create_engine(dsn)`` would pick
+    psycopg2, which the postgres extra does not install (and a project may not have)."""
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    project(
+        """
+        import pytest, sqlalchemy as sa
+
+        @pytest.mark.deps("postgres")
+        def test_built(deps):
+            assert deps.postgres.session.execute(sa.text("SELECT driver FROM built")
+                                                 ).scalar() == "psycopg"
+        """,
+        conftest="""
+        import sqlalchemy as sa
+
+        def pytest_depfakes_postgres_init(url):
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE built (driver text)"))
+                conn.execute(sa.text("INSERT INTO built VALUES (:d)"),
+                             {"d": engine.dialect.driver})
+            engine.dispose()
+        """,
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)

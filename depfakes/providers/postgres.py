@@ -623,7 +623,8 @@ class PostgresProvider(Provider):
         return fingerprint(*parts)
 
     def _run_init(self, ctx: StartContext, dsn: str, config: Any) -> None:
-        ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, config=config)
+        url = with_database(dsn, self._template, "postgresql+psycopg")  # for SQLAlchemy
+        ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, url=url, config=config)
         run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)
 
     def _transaction_database(self) -> tuple[sqlalchemy.Engine, str]:
