@@ -70,7 +70,12 @@ def test_workers_share_one_server_and_the_controller_stops_it(backend, project, 
     rows = [json.loads(line) for line in seen.read_text().splitlines()]
     assert {row["worker"] for row in rows} >= {"gw0", "gw1"}
     assert len({(row["dsn"], row["started"]) for row in rows}) == 1, "one server for the run"
-    assert len({row["db"] for row in rows}) == 8, "a database per test"
+    # Each test found its database empty (count == 1 after its insert); databases are
+    # reset in place and handed on, never shared between workers.
+    by_worker: dict[str, set[str]] = {}
+    for row in rows:
+        by_worker.setdefault(row["worker"], set()).add(row["db"])
+    assert not set.intersection(*by_worker.values()), "a database is one worker's"
     assert builds.read_text().count("built") == 1, "the template is built once for the run"
     # The controller stopped the server after the last worker, and removed the run's files.
     with pytest.raises(psycopg.OperationalError):

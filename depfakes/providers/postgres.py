@@ -129,6 +129,9 @@ class PostgresHandle:
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        if template == self.dbname and self._recycler is not None:
+            self.__dict__.pop("engine", None)
+            self._recycler.disconnect(self.dbname)  # a copy needs it without connections
         with psycopg.connect(self._server_url, autocommit=True) as admin:
             admin.execute(statement)
         self.created.append(name)

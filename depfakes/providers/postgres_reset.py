@@ -42,24 +42,37 @@ if TYPE_CHECKING:
 
 SCHEMA = "_depfakes"
 # Part of the template's fingerprint: templates prepared differently are not reused.
-VERSION = "reset-2"
+VERSION = "reset-3"
 
 _OBJECTS = r"""
 CREATE SCHEMA _depfakes;
 CREATE TABLE _depfakes.dirty (relid oid NOT NULL);
-CREATE INDEX ON _depfakes.dirty (relid);
 CREATE TABLE _depfakes.tables (relid oid PRIMARY KEY, wipe text NOT NULL, restore text);
-CREATE TABLE _depfakes.sequences (schemaname name, sequencename name, last_value bigint,
-                                  start_value bigint NOT NULL,
-                                  PRIMARY KEY (schemaname, sequencename));
-CREATE TABLE _depfakes.state (large_objects bigint NOT NULL);
+CREATE TABLE _depfakes.sequences (i int PRIMARY KEY, seq regclass NOT NULL,
+                                  last_value bigint NOT NULL, is_called boolean NOT NULL);
+CREATE TABLE _depfakes.state (large_objects bigint NOT NULL, event_triggers bigint NOT NULL);
 
--- SECURITY DEFINER: a role the test created may write to the app's tables but not here.
-CREATE FUNCTION _depfakes.mark() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog AS $$
+-- Notes the table once per transaction, without reading the notes (a read would make
+-- SERIALIZABLE writers of different tables conflict). The flag is transaction-local, so a
+-- rolled-back write (or savepoint) takes its note with it. SECURITY DEFINER: a role the
+-- test created may write to the app's tables but not here; every name is qualified.
+CREATE FUNCTION _depfakes.mark() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-  INSERT INTO _depfakes.dirty SELECT TG_RELID
-  WHERE NOT EXISTS (SELECT 1 FROM _depfakes.dirty WHERE relid = TG_RELID);
+  IF pg_catalog.current_setting('_depfakes.noted_' || TG_RELID, true)
+     IS DISTINCT FROM 'y' THEN
+    INSERT INTO _depfakes.dirty VALUES (TG_RELID);
+    PERFORM pg_catalog.set_config('_depfakes.noted_' || TG_RELID, 'y', true);
+  END IF;
+  RETURN NULL;
+END $$;
+
+-- On _depfakes' own tables: a test that wipes "every table" wipes these too, and then
+-- only a new clone will do (relid 0).
+CREATE FUNCTION _depfakes.guard() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  IF pg_catalog.current_setting('_depfakes.resetting', true) IS DISTINCT FROM 'y' THEN
+    INSERT INTO _depfakes.dirty VALUES (0);
+  END IF;
   RETURN NULL;
 END $$;
 
@@ -74,44 +87,82 @@ BEGIN
   END IF;
 END $$;
 
--- keep: backends of idle connections whose session state the caller discarded.
+-- keep: backends of idle connections whose session state the caller discarded. The
+-- caller has forbidden new connections (ALLOW_CONNECTIONS false) for the time of it.
 CREATE FUNCTION _depfakes.reset(keep int[]) RETURNS text LANGUAGE plpgsql
 SET search_path = pg_catalog AS $$
+#variable_conflict use_column
 DECLARE
   r record;
+  done oid[] := '{}';
 BEGIN
-  -- End the test's connections and wait until they are gone (from 14 on; before, the
-  -- caller does it): a backend still exiting could commit after the notes were read.
-  IF current_setting('server_version_num')::int >= 140000 THEN
-    EXECUTE 'SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+  PERFORM set_config('_depfakes.resetting', 'y', true);
+  -- End the test's connections and wait until they are gone: a backend still exiting
+  -- could commit after the notes were read. (pg_terminate_backend's own wait polls
+  -- every 100 ms; this every millisecond.)
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+  WHERE datname = current_database() AND pid <> pg_backend_pid()
+    AND backend_type = 'client backend' AND pid <> ALL (keep);
+  FOR attempt IN 1..10000 LOOP
+    PERFORM pg_stat_clear_snapshot();
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                          WHERE datname = current_database() AND pid <> pg_backend_pid()
+                            AND backend_type = 'client backend' AND pid <> ALL (keep));
+    PERFORM pg_sleep(0.001);
+  END LOOP;
+  IF EXISTS (SELECT 1 FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
-             AND backend_type = ''client backend'' AND pid <> ALL ($1)' USING keep;
+               AND backend_type = 'client backend' AND pid <> ALL (keep)) THEN
+    RETURN 'busy';
   END IF;
   IF EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) THEN
     RETURN 'prepared';  -- ROLLBACK PREPARED cannot run in a function
   END IF;
+  -- What only a new clone undoes: DDL, large objects, event triggers, settings and
+  -- attributes of the database itself, notes of tables the template did not have.
   IF EXISTS (SELECT 1 FROM _depfakes.dirty WHERE relid = 0)
+     OR NOT EXISTS (SELECT 1 FROM _depfakes.state)
      OR (SELECT count(*) FROM pg_largeobject_metadata)
         <> (SELECT large_objects FROM _depfakes.state)
+     OR (SELECT count(*) FROM pg_event_trigger WHERE evtenabled = 'A')
+        <> (SELECT event_triggers FROM _depfakes.state)
+     OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = current_database()
+                AND (d.datconnlimit <> -1 OR d.datacl IS NOT NULL
+                     OR EXISTS (SELECT 1 FROM pg_db_role_setting
+                                WHERE setdatabase = d.oid)))
      OR EXISTS (SELECT 1 FROM _depfakes.dirty d WHERE NOT EXISTS (
           SELECT 1 FROM _depfakes.tables t
           WHERE t.relid = coalesce(pg_partition_root(d.relid), d.relid))) THEN
     RETURN 'schema';
   END IF;
   SET LOCAL session_replication_role = replica;  -- no triggers, no foreign key checks
-  FOR r IN SELECT t.wipe, t.restore FROM _depfakes.tables t WHERE t.relid IN (
-             SELECT coalesce(pg_partition_root(d.relid), d.relid) FROM _depfakes.dirty d) LOOP
+  SET LOCAL search_path = "$user", public;       -- as functions the restore calls expect
+  -- Each noted table, its partition root, and the tables that inherit from it (a write
+  -- through a parent fires the parent's trigger only).
+  FOR r IN WITH RECURSIVE noted AS (
+             SELECT DISTINCT coalesce(pg_partition_root(relid), relid) AS relid
+             FROM _depfakes.dirty),
+           tree AS (SELECT relid FROM noted UNION
+                    SELECT h.inhrelid FROM pg_inherits h JOIN tree ON h.inhparent = tree.relid)
+           SELECT t.relid, t.wipe, t.restore FROM _depfakes.tables t
+           WHERE t.relid IN (SELECT relid FROM tree) LOOP
     EXECUTE r.wipe;
     IF r.restore IS NOT NULL THEN
       EXECUTE r.restore;
     END IF;
+    done := done || r.relid;
   END LOOP;
-  FOR r IN SELECT s.schemaname, s.sequencename, s.last_value, s.start_value
-           FROM _depfakes.sequences s JOIN pg_sequences p USING (schemaname, sequencename)
-           WHERE p.last_value IS DISTINCT FROM s.last_value LOOP
-    PERFORM setval(format('%I.%I', r.schemaname, r.sequencename),
-                   coalesce(r.last_value, r.start_value), r.last_value IS NOT NULL);
+  FOR r IN SELECT s.seq, s.last_value, s.is_called
+           FROM _depfakes.sequences s JOIN _depfakes.sequences_now() n USING (i)
+           WHERE (n.last_value, n.is_called) IS DISTINCT FROM (s.last_value, s.is_called)
+  LOOP
+    PERFORM setval(r.seq, r.last_value, r.is_called);
   END LOOP;
+  -- A trigger that fires always (ENABLE ALWAYS) wrote elsewhere during the restore.
+  IF EXISTS (SELECT 1 FROM _depfakes.dirty
+             WHERE coalesce(pg_partition_root(relid), relid) <> ALL (done)) THEN
+    RETURN 'schema';
+  END IF;
   DELETE FROM _depfakes.dirty;
   RETURN 'clean';
 END $$;
@@ -148,22 +199,58 @@ def prepare_template(connection: psycopg.Connection[Any]) -> None:
     before it is marked as a template); one transaction."""
     with connection.transaction():
         connection.execute(_OBJECTS)
+        # Its own writes to _depfakes are no test's (guard()).
+        connection.execute("SELECT set_config('_depfakes.resetting', 'y', true)")
         tables = connection.execute(_TABLES).fetchall()
         for oid, relkind, is_partition, name in tables:
-            connection.execute(
-                f"CREATE TRIGGER _depfakes_mark AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-                f"ON {name} FOR EACH STATEMENT EXECUTE FUNCTION _depfakes.mark()")
-            connection.execute(f"ALTER TABLE {name} ENABLE ALWAYS TRIGGER _depfakes_mark")
+            _trigger(connection, name, "_depfakes.mark()")
             if not is_partition:  # a partition's rows are wiped and restored by its root
                 _plan(connection, oid, name, only="" if relkind == "p" else "ONLY ")
-        connection.execute(
-            "INSERT INTO _depfakes.sequences SELECT schemaname, sequencename, last_value, "
-            "start_value FROM pg_sequences WHERE schemaname <> '_depfakes'")
-        connection.execute("INSERT INTO _depfakes.state SELECT count(*) "
-                           "FROM pg_largeobject_metadata")
+        _snapshot_sequences(connection)
+        for (name,) in connection.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname = '_depfakes'").fetchall():
+            events = ("UPDATE OR DELETE OR TRUNCATE" if name == "_depfakes.dirty"
+                      else "INSERT OR UPDATE OR DELETE OR TRUNCATE")
+            _trigger(connection, name, "_depfakes.guard()", events)
         connection.execute("CREATE EVENT TRIGGER _depfakes_ddl ON ddl_command_end "
                            "EXECUTE FUNCTION _depfakes.mark_ddl()")
         connection.execute("ALTER EVENT TRIGGER _depfakes_ddl ENABLE ALWAYS")
+        connection.execute(
+            "INSERT INTO _depfakes.state SELECT (SELECT count(*) FROM pg_largeobject_metadata),"
+            " (SELECT count(*) FROM pg_event_trigger WHERE evtenabled = 'A')")
+
+
+def _trigger(connection: psycopg.Connection[Any], table: str, function: str,
+             events: str = "INSERT OR UPDATE OR DELETE OR TRUNCATE") -> None:
+    """A statement trigger that fires always (session_replication_role = replica too)."""
+    connection.execute(f"CREATE TRIGGER _depfakes_mark AFTER {events} ON {table} "
+                       f"FOR EACH STATEMENT EXECUTE FUNCTION {function}")
+    connection.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER _depfakes_mark")
+
+
+def _snapshot_sequences(connection: psycopg.Connection[Any]) -> None:
+    """Every sequence's state (pg_sequences hides last_value when is_called is false), and
+    a function that reads them all again in one statement (a plan PL/pgSQL caches on the
+    reset's connection)."""
+    from psycopg import sql
+
+    names = [row[0] for row in connection.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' "
+        "AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema', '_depfakes']) "
+        "ORDER BY c.oid").fetchall()]
+    reads = [f"SELECT {i}, s.last_value, s.is_called FROM {name} s"
+             for i, name in enumerate(names)]
+    for i, name in enumerate(names):
+        connection.execute(sql.SQL("INSERT INTO _depfakes.sequences SELECT %s, %s::regclass, "
+                                   "last_value, is_called FROM {}").format(sql.SQL(name)),
+                           (i, name))
+    query = (" UNION ALL ".join(reads) if reads
+             else "SELECT NULL::int, NULL::bigint, NULL::boolean WHERE false")
+    connection.execute(
+        "CREATE FUNCTION _depfakes.sequences_now() RETURNS TABLE (i int, last_value bigint, "
+        "is_called boolean) LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY " + query + "; END $$")
 
 
 def _plan(connection: psycopg.Connection[Any], oid: int, name: str, only: str) -> None:
@@ -173,30 +260,42 @@ def _plan(connection: psycopg.Connection[Any], oid: int, name: str, only: str) -
     if has_rows and has_rows[0]:
         columns = connection.execute(_COLUMNS, (oid,)).fetchone()[0]  # type: ignore[index]
         seed = f"_depfakes.seed_{oid}"
-        connection.execute(f"CREATE TABLE {seed} AS SELECT {columns} FROM {only}{name}")
-        restore = (f"INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE "
-                   f"SELECT {columns} FROM {seed}")
+        if columns:
+            connection.execute(f"CREATE TABLE {seed} AS SELECT {columns} FROM {only}{name}")
+            restore = (f"INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE "
+                       f"SELECT {columns} FROM {seed}")
+        else:  # rows without a column a restore could write (generated ones only)
+            count = connection.execute(f"SELECT count(*) FROM {only}{name}").fetchone()[0]  # type: ignore[index]
+            restore = f"INSERT INTO {name} SELECT FROM generate_series(1, {int(count)})"
     connection.execute("INSERT INTO _depfakes.tables VALUES (%s, %s, %s)",
                        (oid, f"DELETE FROM {only}{name}", restore))
 
 
-def reset(connection: psycopg.Connection[Any], keep: Sequence[int] = ()) -> bool:
+def reset(connection: psycopg.Connection[Any], admin: psycopg.Connection[Any],
+          keep: Sequence[int] = ()) -> bool:
     """Make the database ``connection`` (autocommit, superuser) is on like the template
     again, ending every other client connection but the idle ones in ``keep`` (backend
     pids whose session state the caller discarded, see SESSION_CLEANUP). False: the test
     changed what only a new clone undoes (the schema, large objects), or the database
-    cannot be reset; the caller replaces it. One round trip, as a rule."""
+    cannot be reset; the caller replaces it. New connections are refused meanwhile
+    (through ``admin``, on another database: none can refuse them to its own), so a
+    client that reconnects (a retrying thread, a subprocess still exiting) cannot write
+    behind the reset."""
     import psycopg
+    from psycopg import sql
 
+    database = sql.Identifier(connection.info.dbname)
     try:
-        if connection.info.server_version < 140000:
-            _end_other_connections(connection, keep)
-        outcome = _call_reset(connection, keep)
-        if outcome == "prepared":  # a test left a prepared transaction (two-phase commit)
-            for (gid,) in connection.execute("SELECT gid FROM pg_prepared_xacts "
-                                             "WHERE database = current_database()"):
-                connection.execute(f"ROLLBACK PREPARED {_literal(connection, gid)}")
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(database))
+        try:
             outcome = _call_reset(connection, keep)
+            if outcome == "prepared":  # a test left a prepared transaction (two-phase commit)
+                for (gid,) in connection.execute("SELECT gid FROM pg_prepared_xacts "
+                                                 "WHERE database = current_database()"):
+                    connection.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+                outcome = _call_reset(connection, keep)
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(database))
     except psycopg.Error:  # e.g. the test dropped _depfakes, or the database itself
         return False
     return outcome == "clean"
@@ -205,21 +304,6 @@ def reset(connection: psycopg.Connection[Any], keep: Sequence[int] = ()) -> bool
 def _call_reset(connection: psycopg.Connection[Any], keep: Sequence[int]) -> str:
     row = connection.execute("SELECT _depfakes.reset(%s::int[])", (list(keep),)).fetchone()
     return str(row[0]) if row else ""
-
-
-def _end_other_connections(connection: psycopg.Connection[Any], keep: Sequence[int]) -> None:
-    """Before PostgreSQL 14 (no pg_terminate_backend timeout): terminate, then poll."""
-    others = ("FROM pg_stat_activity WHERE datname = current_database() "
-              "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-              "AND pid <> ALL (%s::int[])")
-    connection.execute(f"SELECT pg_terminate_backend(pid) {others}", (list(keep),))
-    for _ in range(1000):
-        connection.execute("SELECT pg_stat_clear_snapshot()")
-        if not connection.execute(f"SELECT EXISTS (SELECT 1 {others})",  # type: ignore[index]
-                                  (list(keep),)).fetchone()[0]:
-            return
-        with contextlib.suppress(Exception):
-            connection.execute("SELECT pg_sleep(0.005)")
 
 
 # What DISCARD ALL does, but for the prepared statements of drivers (psycopg's, made by
@@ -236,30 +320,29 @@ END $$
 """
 
 
-def _literal(connection: psycopg.Connection[Any], value: str) -> str:
-    from psycopg import sql
-
-    return sql.Literal(value).as_string(connection)
-
-
 class Recycler:
     """The test databases of one provider. A used one is reset in place by a background
     thread while the next test runs on another, then handed out again; one that cannot
     be (the test changed the schema) is dropped by the clone pool, which also makes the
     databases this needs beyond those in rotation (two, when tests run one at a time)."""
 
+    # How long a test waits for a reset before it takes a clone instead.
+    WAIT_SECONDS = 30.0
+
     def __init__(self, admin_url: str, pool: ClonePool, resets: bool) -> None:
         self._admin_url, self._pool, self._resets = admin_url, pool, resets
         self._clean: list[str] = []
         self._dirty: deque[str] = deque()
         self._resetting = 0
+        self._rotating = False  # two databases in rotation: a reset is worth waiting for
         self._closing = False
         # One connection per database, kept open: the reset runs on it.
         self._janitors: dict[str, psycopg.Connection[Any]] = {}
-        # deps.postgres.engine, per database: its idle connections survive the reset
-        # (with their session state discarded), so the next test neither connects nor
-        # initializes a dialect.
-        self._engines: dict[str, sqlalchemy.Engine] = {}
+        self._admin: psycopg.Connection[Any] | None = None  # the reset thread's, on the server
+        # deps.postgres.engine, per database, with its listener count when made: its idle
+        # connections survive the reset (their session state discarded), so the next
+        # test neither connects nor initializes a dialect.
+        self._engines: dict[str, tuple[sqlalchemy.Engine, int]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         if resets:
@@ -268,27 +351,30 @@ class Recycler:
             self._thread.start()
 
     def engine(self, name: str) -> sqlalchemy.Engine:
-        engine = self._engines.get(name)
-        if engine is None:
+        if name not in self._engines:
             import sqlalchemy
 
-            engine = self._engines[name] = sqlalchemy.create_engine(
+            engine = sqlalchemy.create_engine(
                 with_database(self._admin_url, name, "postgresql+psycopg"))
-        return engine
+            self._engines[name] = (engine, _listeners(engine))
+        return self._engines[name][0]
 
     def take(self) -> str:
         with self._cond:
             # A reset takes milliseconds, a clone tens: wait for one, unless this is the
             # first time two databases are needed at once.
-            while not self._clean and (self._dirty or self._resetting) and self._rotating:
-                self._cond.wait()
+            self._cond.wait_for(lambda: self._clean or not (self._dirty or self._resetting)
+                                or not self._rotating, timeout=self.WAIT_SECONDS)
             if self._clean:
                 return self._clean.pop()
             if self._dirty or self._resetting:
                 self._rotating = True
         return self._pool.take()
 
-    _rotating = False  # two databases in use or being reset: no more clones needed
+    def disconnect(self, name: str) -> None:
+        """Close depfakes' own connections to ``name`` (its janitor, deps.postgres.engine):
+        a test copying its database needs it without other connections."""
+        self._forget(name)
 
     def give_back(self, name: str) -> None:
         if not self._resets:
@@ -299,35 +385,43 @@ class Recycler:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Finish the resets under way; drop every database."""
+        """Drop every database; a reset under way finishes first."""
         with self._cond:
             self._closing = True
+            names, self._clean = self._clean + list(self._dirty), []
+            self._dirty.clear()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        with self._cond:
-            names, self._clean = self._clean + list(self._dirty), []
-            self._dirty.clear()
         for name in names:
             self._drop(name)
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._dirty and not self._closing:
-                    self._cond.wait()
+                self._cond.wait_for(lambda: self._dirty or self._closing)
                 if not self._dirty:
                     return
                 name = self._dirty.popleft()
                 self._resetting += 1
-            clean = self._reset(name)
-            if not clean:
-                self._drop(name)
-            with self._cond:
-                self._resetting -= 1
-                if clean:
-                    self._clean.append(name)
-                self._cond.notify_all()
+            clean = False
+            try:
+                clean = self._reset(name)
+            except Exception:  # never leave take() waiting on a thread that died
+                clean = False
+            finally:
+                if not clean:
+                    self._drop(name)
+                with self._cond:
+                    self._resetting -= 1
+                    if clean and not self._closing:
+                        self._clean.append(name)
+                    elif clean:
+                        self._drop(name)
+                    self._cond.notify_all()
 
     def _reset(self, name: str) -> bool:
         import psycopg
@@ -338,8 +432,12 @@ class Recycler:
                 if janitor is None or janitor.closed:
                     janitor = self._janitors[name] = psycopg.connect(
                         with_database(self._admin_url, name), autocommit=True,
-                        application_name="depfakes reset")
-                if reset(janitor, keep=self._discard_sessions(name)):
+                        application_name="depfakes reset", options=_JANITOR_OPTIONS)
+                if self._admin is None or self._admin.closed:
+                    self._admin = psycopg.connect(self._admin_url, autocommit=True,
+                                                  application_name="depfakes reset",
+                                                  options=_JANITOR_OPTIONS)
+                if reset(janitor, self._admin, keep=self._discard_sessions(name)):
                     return True
                 if not janitor.broken:
                     return False
@@ -351,27 +449,34 @@ class Recycler:
     def _discard_sessions(self, name: str) -> list[int]:
         """The backends of the engine's idle pooled connections, after discarding the
         session state of each (temporary tables, settings, advisory locks, LISTEN...);
-        the reset ends every other connection. A connection the test still has checked
-        out is not idle: then the pool goes, and the reset ends its connections too."""
-        engine = self._engines.get(name)
+        the reset ends every other connection. The engine goes (and the reset ends its
+        connections too) when the test still has one checked out, or added listeners
+        or options that would outlive it."""
+        engine, listeners = self._engines.get(name, (None, 0))
         if engine is None:
             return []
         pool: Any = engine.pool
         idle = []
         try:
-            if pool.checkedout():
-                raise RuntimeError("a connection is still checked out")
+            if pool.checkedout() or _listeners(engine) != listeners or \
+                    engine.get_execution_options():
+                raise RuntimeError("the test changed the engine, or still uses it")
             idle = [engine.raw_connection() for _ in range(pool.checkedin())]
             pids = []
             for connection in idle:
                 driver: Any = connection.driver_connection
-                autocommit, driver.autocommit = driver.autocommit, True
+                driver.autocommit = True
                 driver.execute(SESSION_CLEANUP)
-                driver.autocommit = autocommit
+                driver.autocommit = False
+                driver.read_only = driver.isolation_level = driver.deferrable = None
                 pids.append(driver.info.backend_pid)
             return pids
         except Exception:
-            self._engines.pop(name).dispose()
+            for connection in idle:
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+            idle = []
+            self._engines.pop(name)[0].dispose()
             return []
         finally:
             for connection in idle:
@@ -387,6 +492,19 @@ class Recycler:
         if janitor is not None:
             with contextlib.suppress(Exception):
                 janitor.close()
-        engine = self._engines.pop(name, None)
+        engine = self._engines.pop(name, (None, 0))[0]
         if engine is not None:
             engine.dispose()
+
+
+# The reset's own connection: a lock a test left cannot hold it forever, and database
+# settings (ALTER DATABASE ... SET) do not change what it sees.
+_JANITOR_OPTIONS = ("-c lock_timeout=10s -c statement_timeout=120s "
+                    "-c default_transaction_isolation=read\\ committed")
+
+
+def _listeners(engine: sqlalchemy.Engine) -> int:
+    """Event listeners on an engine and its pool (a test's ``event.listen`` adds one)."""
+    dispatches: list[Any] = [engine.dispatch, engine.pool.dispatch]
+    return sum(len(getattr(dispatch, event)) for dispatch in dispatches
+               for event in dispatch._event_names)
