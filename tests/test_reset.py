@@ -401,3 +401,33 @@ def test_a_test_may_copy_its_own_database_and_its_connections_end(project, pytes
     result = pytester.runpytest_subprocess("-p", "no:randomly", "--deps-backend",
                                            "postgres=local")
     result.assert_outcomes(passed=4)
+
+
+def test_after_a_schema_change_two_databases_rotate_again(project, pytester, tmp_path,
+                                                          monkeypatch):
+    """A test that ran DDL costs its database; the next ones still get a database reset
+    while they ran on another (two in rotation), not one that each must wait for."""
+    need(local_ok(), "PostgreSQL binaries")
+    names = tmp_path / "names"
+    monkeypatch.setenv("NAMES", str(names))
+    project("""
+        import os, pytest
+
+        @pytest.mark.deps("postgres")
+        @pytest.mark.parametrize("n", range(10))
+        def test_rotation(deps, n):
+            if n == 1:
+                deps.postgres.connect(autocommit=True).execute("CREATE TABLE extra (x int)")
+            with open(os.environ["NAMES"], "a") as out:
+                out.write(deps.postgres.dbname + "\\n")
+    """, conftest="""
+        import psycopg
+
+        def pytest_depfakes_postgres_init(dsn):
+            with psycopg.connect(dsn) as conn:
+                conn.execute("CREATE TABLE items (n int)")
+    """)
+    pytester.runpytest_subprocess("-p", "no:randomly", "--deps-backend",
+                                  "postgres=local").assert_outcomes(passed=10)
+    after = names.read_text().split()[3:]
+    assert len(set(after)) >= 2, after

@@ -334,7 +334,7 @@ class Recycler:
         self._clean: list[str] = []
         self._dirty: deque[str] = deque()
         self._resetting = 0
-        self._rotating = False  # two databases in rotation: a reset is worth waiting for
+        self._owned = 0  # databases in rotation: clean, in use, dirty or being reset
         self._closing = False
         # One connection per database, kept open: the reset runs on it.
         self._janitors: dict[str, psycopg.Connection[Any]] = {}
@@ -361,15 +361,19 @@ class Recycler:
 
     def take(self) -> str:
         with self._cond:
-            # A reset takes milliseconds, a clone tens: wait for one, unless this is the
-            # first time two databases are needed at once.
+            # A reset takes milliseconds, a clone tens: wait for one when two databases
+            # are in rotation already (one being reset while a test runs on the other).
             self._cond.wait_for(lambda: self._clean or not (self._dirty or self._resetting)
-                                or not self._rotating, timeout=self.WAIT_SECONDS)
+                                or self._owned < 2, timeout=self.WAIT_SECONDS)
             if self._clean:
                 return self._clean.pop()
-            if self._dirty or self._resetting:
-                self._rotating = True
-        return self._pool.take()
+            self._owned += 1
+        try:
+            return self._pool.take()
+        except BaseException:
+            with self._cond:
+                self._owned -= 1
+            raise
 
     def disconnect(self, name: str) -> None:
         """Close depfakes' own connections to ``name`` (its janitor, deps.postgres.engine):
@@ -413,14 +417,15 @@ class Recycler:
             except Exception:  # never leave take() waiting on a thread that died
                 clean = False
             finally:
-                if not clean:
+                keep = clean and not self._closing
+                if not keep:
                     self._drop(name)
                 with self._cond:
                     self._resetting -= 1
-                    if clean and not self._closing:
+                    if keep:
                         self._clean.append(name)
-                    elif clean:
-                        self._drop(name)
+                    else:
+                        self._owned -= 1
                     self._cond.notify_all()
 
     def _reset(self, name: str) -> bool:
