@@ -52,7 +52,7 @@ from depfakes.backends import (
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError
-from depfakes.providers import postgres_reset
+from depfakes.providers import postgres_migrations, postgres_reset
 from depfakes.providers.base import (
     InitHookFailed,
     Option,
@@ -432,6 +432,10 @@ class PostgresProvider(Provider):
         Setting("postgres_init_key", "Part of the key of the template kept by --deps-reuse; "
                 "change it (e.g. to your migrations' head) to rebuild the template.",
                 cli=False),
+        Setting("postgres_migrations", "The template's schema from files, applied before "
+                "the init hooks, one per line: a .sql file, a directory of .sql files (name "
+                "order), or an alembic.ini (upgrade head). Part of the --deps-reuse key.",
+                type="lines", cli=False),
         Setting("postgres_reset", "How a used test database is made new: \"in-place\" "
                 "(reset, the default; needs a superuser) or \"clone\" (dropped, and the "
                 "next test gets a fresh clone of the template).",
@@ -614,7 +618,9 @@ class PostgresProvider(Provider):
         source, and depfakes_postgres_init_key (set it to e.g. your migrations' head when
         the schema lives in files the hook reads)."""
         parts = [str(ctx.settings.get("postgres_init_key") or ""),
-                 postgres_reset.VERSION if self._resets else "clones"]
+                 postgres_reset.VERSION if self._resets else "clones",
+                 *postgres_migrations.fingerprint_parts(ctx.config.rootpath,
+                                                        self._migrations(ctx))]
         for impl in ctx.config.pluginmanager.hook.pytest_depfakes_postgres_init.get_hookimpls():
             with contextlib.suppress(OSError, TypeError):
                 parts.append(inspect.getsource(impl.function))
@@ -627,8 +633,13 @@ class PostgresProvider(Provider):
 
     def _run_init(self, ctx: StartContext, dsn: str, config: Any) -> None:
         url = with_database(dsn, self._template, "postgresql+psycopg")  # for SQLAlchemy
+        postgres_migrations.apply(ctx.config.rootpath, self._migrations(ctx), dsn, url)
         ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, url=url, config=config)
         run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)
+
+    @staticmethod
+    def _migrations(ctx: StartContext) -> list[str]:
+        return [line for line in ctx.settings.get("postgres_migrations") or [] if line.strip()]
 
     def _transaction_database(self) -> tuple[sqlalchemy.Engine, str]:
         with self._txn_lock:

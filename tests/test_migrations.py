@@ -1,0 +1,151 @@
+"""The template's schema from files (depfakes_postgres_migrations): SQL scripts, a
+directory of them, alembic; and a template kept by --deps-reuse that follows them."""
+
+from __future__ import annotations
+
+import textwrap
+
+ALEMBIC_INI = """
+[alembic]
+script_location = migrations
+
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)s %(message)s
+"""
+
+# alembic's own env.py template, cut to the online path: the URL comes from the config.
+ENV_PY = """
+from logging.config import fileConfig
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name)
+
+connectable = engine_from_config(config.get_section(config.config_ini_section, {}),
+                                 prefix="sqlalchemy.", poolclass=pool.NullPool)
+with connectable.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+REVISION = '''
+from alembic import op
+import sqlalchemy as sa
+
+revision = "{rev}"
+down_revision = {down!r}
+
+def upgrade():
+    {body}
+'''
+
+
+def _alembic_project(pytester) -> None:
+    pytester.makefile(".ini", alembic=textwrap.dedent(ALEMBIC_INI))
+    versions = pytester.path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (pytester.path / "migrations" / "env.py").write_text(textwrap.dedent(ENV_PY))
+    (versions / "001_accounts.py").write_text(REVISION.format(
+        rev="001", down=None, body='op.create_table("accounts", sa.Column("id", sa.Integer, '
+        'primary_key=True), sa.Column("email", sa.String(100)))\n    '
+        'op.execute("INSERT INTO accounts (email) VALUES (\'admin@example.com\')")'))
+
+
+def test_sql_files_and_alembic_build_the_template_before_the_hooks(project, pytester,
+                                                                   postgres_server,
+                                                                   monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    _alembic_project(pytester)
+    (pytester.path / "schema").mkdir()
+    (pytester.path / "schema" / "002_audit.sql").write_text(
+        "INSERT INTO audit VALUES ('second file');")
+    (pytester.path / "schema" / "001_audit.sql").write_text(
+        "CREATE TABLE audit (note text);\nINSERT INTO audit VALUES ('first file');")
+    project("""
+        import logging
+        import pytest, sqlalchemy as sa
+
+        @pytest.mark.deps("postgres")
+        def test_schema(deps, caplog):
+            session = deps.postgres.session
+            assert session.execute(sa.text("SELECT email FROM accounts ORDER BY id")
+                                   ).scalars().all() == ["admin@example.com", "hook@example.com"]
+            assert session.execute(sa.text("SELECT note FROM audit")).scalars().all() == [
+                "first file", "second file"]
+            logging.getLogger("app").warning("still heard")  # env.py's fileConfig undone
+            assert "still heard" in caplog.text
+    """, conftest="""
+        import logging
+        import psycopg
+
+        logging.getLogger("app")  # exists before alembic's fileConfig runs
+
+        def pytest_depfakes_postgres_init(dsn):  # after the migrations: seed data
+            with psycopg.connect(dsn) as conn:
+                conn.execute("INSERT INTO accounts (email) VALUES ('hook@example.com')")
+    """, ini="depfakes_postgres_migrations =\n    alembic.ini\n    schema")
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def test_a_kept_template_is_rebuilt_when_a_migration_changes(project, pytester,
+                                                             postgres_server, monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    _alembic_project(pytester)
+    project("""
+        import pytest, sqlalchemy as sa
+
+        @pytest.mark.deps("postgres")
+        def test_columns(deps, request):
+            columns = deps.postgres.session.execute(sa.text(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = "
+                "'accounts' ORDER BY ordinal_position")).scalars().all()
+            assert columns == request.config.getoption("--expect").split(",")
+
+        def test_nothing():
+            pass
+    """, conftest="""
+        def pytest_addoption(parser):
+            parser.addoption("--expect")
+    """, ini="depfakes_postgres_migrations = alembic.ini")
+    args = ("-p", "no:randomly", "--deps-reuse")
+    pytester.runpytest_subprocess(*args, "--expect=id,email").assert_outcomes(passed=2)
+    (pytester.path / "migrations" / "versions" / "002_name.py").write_text(REVISION.format(
+        rev="002", down="001", body='op.add_column("accounts", sa.Column("name", sa.Text))'))
+    pytester.runpytest_subprocess(*args, "--expect=id,email,name").assert_outcomes(passed=2)
+
+
+def test_a_missing_migrations_path_is_one_clear_error(project, pytester, postgres_server,
+                                                      monkeypatch):
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_it(deps):
+            pass
+    """, ini="depfakes_postgres_migrations = db/schema.sql")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*depfakes_postgres_migrations: 'db/schema.sql' does not "
+                                 "exist (relative paths are from *"])
