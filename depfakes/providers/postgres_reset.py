@@ -8,20 +8,21 @@ wrote:
 
 * every table gets a statement-level trigger (``ENABLE ALWAYS``: it fires under
   ``session_replication_role = replica`` too) that notes the table in ``_depfakes.dirty``,
-  in the writer's transaction: a rolled-back write leaves no note, and nothing is shared
-  between writers, so no test waits on another's lock because of it;
-* an event trigger notes any DDL (temporary objects aside): a test that changed the schema
-  gets a new clone;
-* the rows the init hook left (seed rows) are copied into ``_depfakes.seed_<oid>``, the
-  sequences' values into ``_depfakes.sequences``.
+  once per transaction and in the writer's transaction: a rolled-back write leaves no
+  note, and writers never read or lock anything shared because of it;
+* an event trigger notes any DDL (temporary objects aside), and guards on ``_depfakes``'s
+  own tables note a test that wiped them: then only a new clone will do;
+* the rows the init hook left (seed rows) are copied into ``_depfakes.seed_<oid>``, every
+  sequence's state into ``_depfakes.sequences``.
 
-After the test, ``reset`` runs ``_depfakes.reset()``, which ends every client connection
-to the database (and waits until they are gone, so no commit can land behind it) but
-the idle ones depfakes keeps for the next test (their session state discarded first);
-it empties the noted tables, puts their seed rows back (with triggers and foreign keys
-off, like a restore) and rewinds sequences that moved; or it answers ``schema`` when only
-a new clone will do. Everything lives in the ``_depfakes``
-schema of the test database; the app's own schema is untouched but for the triggers.
+After the test, with new connections to the database refused, ``_depfakes.reset()`` ends
+every client connection but the idle ones depfakes keeps for the next test (their
+session state discarded first) and waits until they are gone, so no commit lands behind
+it; then it empties the noted tables (their partitions and inheritance children too),
+puts their seed rows back (triggers and foreign keys off, like a restore) and rewinds the
+sequences that moved; or it answers ``schema`` when only a new clone will do. Everything
+lives in the ``_depfakes`` schema of the test database; the app's own schema is
+untouched but for the triggers. ``Recycler`` runs the resets on a background thread.
 """
 
 from __future__ import annotations
