@@ -157,13 +157,58 @@ def test_the_handle_exposes_the_cassette(project, pytester, remote, monkeypatch)
         @pytest.mark.deps("http")
         def test_httpx(deps):
             assert deps.http.record_mode == "none"
-            assert len(deps.http.cassette) == 1
+            assert len(deps.http.cassette) == 2  # the request and its repeat, each recorded
+            for _ in range(2):
+                httpx.get(os.environ["REMOTE_BASE"] + "/users?token=other&page=2")
+            assert deps.http.cassette.play_count == 2
+            # As in vcrpy: each recorded response plays once, in order; then no more.
+            with pytest.raises(Exception, match="is not in cassette"):
+                httpx.get(os.environ["REMOTE_BASE"] + "/users?token=other&page=2")
+        """,
+        name="test_clients",
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    project(
+        """
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http", playback_repeats=True)  # opted in: answers repeat
+        def test_httpx(deps):
             for _ in range(3):
                 httpx.get(os.environ["REMOTE_BASE"] + "/users?token=other&page=2")
             assert deps.http.cassette.play_count == 3
         """,
         name="test_clients",
     )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_request_recorded_twice_replays_its_responses_in_order(project, pytester):
+    """Page 1 then page 2 of the same URL (or a 401 then a 200): replayed in the order
+    recorded, as vcrpy does, not the first response every time."""
+    cassette = pytester.path / "cassettes" / "test_pages" / "test_pages.yaml"
+    cassette.parent.mkdir(parents=True)
+    interaction = """- request:
+    body: null
+    headers: {{}}
+    method: GET
+    uri: https://api.example.com/items
+  response:
+    body: {{string: '{{"page": {page}}}'}}
+    headers: {{Content-Type: [application/json]}}
+    status: {{code: 200, message: OK}}
+"""
+    cassette.write_text("interactions:\n" + interaction.format(page=1) +
+                        interaction.format(page=2) + "version: 1\n")
+    project("""
+        import httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_pages(deps):
+            pages = [httpx.get("https://api.example.com/items").json()["page"]
+                     for _ in range(2)]
+            assert pages == [1, 2]
+    """, name="test_pages")
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
 
 

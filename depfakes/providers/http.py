@@ -135,6 +135,10 @@ class HttpProvider(Provider):
                            type=(str, type(None))),
         "cassette": Option(None, "Name of a cassette shared by every test that names it "
                            "(default: one cassette per test).", type=(str, type(None))),
+        "playback_repeats": Option(False, "Let a recorded response answer the same request "
+                                   "again (vcrpy's allow_playback_repeats). Off: each recorded "
+                                   "response plays once, in the order recorded (page 1, then "
+                                   "page 2 of the same URL).", type=bool),
     }
 
     def start(self, ctx: StartContext) -> None:
@@ -166,7 +170,7 @@ class HttpProvider(Provider):
             self._current = router
             if path.exists() or self._record_mode != "none":
                 handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
-                    str(path), allow_playback_repeats=True))
+                    str(path), allow_playback_repeats=options["playback_repeats"]))
                 handle._exits.enter_context(clearer_missing_message())
             recording = handle.cassette is not None and not handle.cassette.write_protected
             router.recording = recording  # type: ignore[attr-defined]
