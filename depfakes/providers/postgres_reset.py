@@ -432,20 +432,20 @@ class Recycler:
     def _reset(self, name: str) -> bool:
         import psycopg
 
-        for _ in range(2):  # the test may have ended the janitor's connection too
+        for _ in range(2):  # the test may have ended the janitor's connections too
             try:
                 janitor = self._janitors.get(name)
-                if janitor is None or janitor.closed:
+                if janitor is None or janitor.closed or janitor.broken:
                     janitor = self._janitors[name] = psycopg.connect(
                         with_database(self._admin_url, name), autocommit=True,
                         application_name="depfakes reset", options=_JANITOR_OPTIONS)
-                if self._admin is None or self._admin.closed:
+                if self._admin is None or self._admin.closed or self._admin.broken:
                     self._admin = psycopg.connect(self._admin_url, autocommit=True,
                                                   application_name="depfakes reset",
                                                   options=_JANITOR_OPTIONS)
                 if reset(janitor, self._admin, keep=self._discard_sessions(name)):
                     return True
-                if not janitor.broken:
+                if not (janitor.broken or self._admin.broken):
                     return False
             except psycopg.OperationalError:
                 pass
