@@ -112,6 +112,7 @@ def owner_alive(host: str, pid: int) -> bool | None:
 # the doctor then also names the backend a run would fall back to.
 NEEDS_PULL = "needs a pull"
 
+
 class BackendUnavailable(Exception):
     """This backend cannot serve here; the message says why and how to fix it."""
 

@@ -104,8 +104,9 @@ class _Endpoint:
                 self._thread.start()
                 self.address = self._server.server_address[:2]
                 _IN_PROCESS.add(self)
-        host, port = self._server.server_address[:2]
-        return f"redis://{host}:{port}/0"
+            address = self.address
+        assert address is not None  # set with the server
+        return f"redis://{address[0]}:{address[1]}/0"
 
     def serves(self, connection_kwargs: Mapping[str, Any]) -> bool:
         """Whether a redis-py pool with these connection kwargs points here."""
@@ -149,7 +150,7 @@ class _InProcess:
     def __init__(self) -> None:
         self._endpoints: list[_Endpoint] = []
         self._originals: list[tuple[Any, Any]] = []
-        self._classes: dict[tuple[int, type], type] = {}  # a connection class per endpoint
+        self._classes: dict[tuple[_Endpoint, type], type] = {}  # a class per endpoint
 
     def add(self, endpoint: _Endpoint) -> None:
         self._endpoints.append(endpoint)
@@ -159,6 +160,7 @@ class _InProcess:
     def discard(self, endpoint: _Endpoint) -> None:
         if endpoint in self._endpoints:
             self._endpoints.remove(endpoint)
+        self._classes = {key: c for key, c in self._classes.items() if key[0] is not endpoint}
         if not self._endpoints:
             for pool, original in self._originals:
                 pool.make_connection = original
@@ -185,7 +187,7 @@ class _InProcess:
                 endpoint = next((e for e in self._endpoints
                                  if e.serves(pool.connection_kwargs)), None)
                 if endpoint is not None:  # this pool points at an endpoint: route it
-                    key = (id(endpoint), routed)
+                    key = (endpoint, routed)
                     if key not in self._classes:
                         self._classes[key] = type(routed.__name__, (routed,),
                                                   {"endpoint": endpoint})
