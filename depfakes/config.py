@@ -180,6 +180,14 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         default=list,
     ),
     Setting(
+        "django",
+        "With pytest-django: \"auto\" puts Django's test database on depfakes' postgres "
+        "(a template migrated once, a fresh database per test) when Django's settings name "
+        "a PostgreSQL database; \"off\" leaves pytest-django alone. See depfakes/django_bridge.py.",
+        default="auto",
+        choices=("auto", "off"),
+    ),
+    Setting(
         "env",
         "Environment variables to set for each test from handle attributes, one "
         "'VAR = dependency.attribute' per line, e.g. 'REDIS_URL = redis.url'.",

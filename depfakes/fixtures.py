@@ -76,7 +76,10 @@ def current_spec(item: pytest.Item) -> DepsSpec:
 
 
 def requested_dependencies(item: pytest.Item) -> Iterator[str]:
-    """Dependencies declared by requesting their fixture (ours, not a same-named one)."""
+    """Dependencies declared by requesting their fixture (ours, not a same-named one), and
+    those a plugin declares (pytest_depfakes_declared)."""
+    for names in item.config.hook.pytest_depfakes_declared(item=item):
+        yield from names or ()
     fixture_info = getattr(item, "_fixtureinfo", None)
     if fixture_info is None:
         return

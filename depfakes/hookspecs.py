@@ -21,6 +21,19 @@ def pytest_depfakes_postgres_init(dsn: str, url: str, config: pytest.Config) -> 
 
 
 @pytest.hookspec
+def pytest_depfakes_postgres_template_key(config: pytest.Config) -> str | None:
+    """What else the PostgreSQL template is built from, as text (the contents of files an
+    init hook reads, say): a template kept by --deps-reuse is rebuilt when it changes.
+    The init hooks' own source is part of the key already. Called from a background thread."""
+
+
+@pytest.hookspec
+def pytest_depfakes_declared(item: pytest.Item) -> list[str] | None:
+    """Dependencies a plugin declares for ``item`` besides its markers and fixtures (the
+    Django bridge: 'postgres' for a test that uses Django's database)."""
+
+
+@pytest.hookspec
 def pytest_depfakes_mongo_init(db: Any, config: pytest.Config) -> None:
     """Create collections, indexes and seed documents in the MongoDB template database
     (a pymongo ``Database``). Runs once per session; every test's database gets a copy."""

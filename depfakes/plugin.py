@@ -56,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _register_dependency_marker(config, name)
     settings = Settings(config, [*CORE_SETTINGS, *registry.all_settings()])
     try:
+        if settings.get("django") == "auto":
+            from depfakes import django_bridge
+
+            django_bridge.register(config)  # before validate_all: --reuse-db is --deps-reuse
         settings.validate_all()
         unknown = set(settings.get("optional")) - set(registry.names())
         if unknown:

@@ -13,7 +13,6 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,28 +45,30 @@ class ServerStatus:
                           and config.get_verbosity() >= 0)
         self._announced: set[str] = set()
 
-    def wait(self, label: str, future: Future[Any], status: Callable[[], str]) -> None:
-        """Block until ``future`` is done, showing a status line meanwhile if live."""
-        if not self._live or future.done():
+    def wait(self, label: str, future: Future[Any], status: Callable[[], str],
+             step: Callable[[float], None]) -> None:
+        """Block until ``future`` is done, showing a status line meanwhile if live.
+        ``step(seconds)`` waits at most that long (and may do work meanwhile)."""
+        if not self._live:
+            while not future.done():
+                step(1.0)
             return
         with self._uncaptured():
-            self._show_until_done(label, future, status)
+            self._show_until_done(label, future, status, step)
 
-    def _show_until_done(self, label: str, future: Future[Any], status: Callable[[], str]
-                         ) -> None:
+    def _show_until_done(self, label: str, future: Future[Any], status: Callable[[], str],
+                         step: Callable[[float], None]) -> None:
         began = time.monotonic()
         shown = False
         while not future.done():
-            try:
-                future.result(timeout=0.1)
-            except FutureTimeout:
-                if not shown:
-                    self._reporter.ensure_newline()
-                    shown = True
-                self._reporter.rewrite(f"depfakes: {label}: {status()} "
-                                       f"{time.monotonic() - began:.1f} s", erase=True)
-            except BaseException:
-                break  # the caller reports how the start failed
+            step(0.1)
+            if future.done():
+                break
+            if not shown:
+                self._reporter.ensure_newline()
+                shown = True
+            self._reporter.rewrite(f"depfakes: {label}: {status()} "
+                                   f"{time.monotonic() - began:.1f} s", erase=True)
         if shown:
             self._reporter.rewrite("", erase=True)
 

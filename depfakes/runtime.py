@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import queue
 import shutil
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -28,6 +29,54 @@ from depfakes.progress import ServerStatus, TestCost
 from depfakes.providers.base import Provider, StartContext, Unavailable
 
 Key = tuple[str, "str | None"]
+T = TypeVar("T")
+
+
+class MainThreadWork:
+    """Work a background start hands to pytest's main thread, which does it while a test
+    waits for that start. Some of what builds a template must run there: Django's ORM, say,
+    which pytest-django blocks for every thread at once, and a session fixture, which only
+    a test's request can resolve. Jobs get the waiting test's item."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[pytest.Item], Any], Future[Any]] | None] \
+            = queue.SimpleQueue()
+        self._closed = False
+
+    def run(self, job: Callable[[pytest.Item], T]) -> T:
+        """Do ``job`` on the main thread, from a background start; wait for its result."""
+        done: Future[T] = Future()
+        self._jobs.put((job, done))
+        if self._closed:
+            self.close()
+        return done.result()
+
+    def wake(self) -> None:
+        """End a ``serve`` that is waiting (a start just finished)."""
+        self._jobs.put(None)
+
+    def serve(self, item: pytest.Item, seconds: float) -> None:
+        """On the main thread: wait up to ``seconds`` for a job, and do it."""
+        try:
+            entry = self._jobs.get(timeout=seconds)
+        except queue.Empty:
+            return
+        if entry is not None and entry[1].set_running_or_notify_cancel():
+            job, done = entry
+            try:
+                done.set_result(job(item))
+            except BaseException as exc:  # the start reports it, with its traceback
+                done.set_exception(exc)
+
+    def close(self) -> None:
+        """The session is ending: jobs no test will do fail their starts instead."""
+        self._closed = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                entry = self._jobs.get_nowait()
+                if entry is not None and entry[1].set_running_or_notify_cancel():
+                    entry[1].set_exception(DepfakesError(
+                        "no test waited for this start (the session ended first)"))
 
 
 def key_label(key: Key) -> str:
@@ -52,6 +101,7 @@ class Runtime:
         self._status_text: dict[Key, str] = {}
         self._server_status: ServerStatus | None = None
         self.costs: list[TestCost] = []
+        self.main_thread = MainThreadWork()
 
     @property
     def strict(self) -> bool:
@@ -64,6 +114,7 @@ class Runtime:
             if key not in self._starts:
                 self.start_seconds.setdefault(key_label(key), None)
                 self._starts[key] = self._executor.submit(self._start, key)
+                self._starts[key].add_done_callback(lambda _: self.main_thread.wake())
 
     def provider_for(self, item: pytest.Item, name: str, version: str | None) -> Provider:
         """The started provider; skip or fail the test (once, clearly) when it cannot start."""
@@ -73,7 +124,8 @@ class Runtime:
             self._server_status = ServerStatus(self.config)
         future = self._starts[key]
         self._server_status.wait(key_label(key), future,
-                                 lambda: self._status_text.get(key, "starting"))
+                                 lambda: self._status_text.get(key, "starting"),
+                                 lambda seconds: self.main_thread.serve(item, seconds))
         try:
             provider = future.result()
         except Exception as exc:
@@ -135,6 +187,7 @@ class Runtime:
         self.costs += [TestCost(*cost) for cost in exported["costs"]]
 
     def stop(self) -> None:
+        self.main_thread.close()
         self._executor.shutdown(wait=True)
         for key, future in self._starts.items():
             if future.exception() is not None:

@@ -6,6 +6,9 @@ import sqlalchemy
 
 from shop.orders import Base
 
+# A project of its own (pytest-django, its own pytest.ini): run it from examples/django.
+collect_ignore = ["django"]
+
 
 def pytest_depfakes_postgres_init(dsn: str) -> None:
     engine = sqlalchemy.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))

@@ -621,6 +621,8 @@ class PostgresProvider(Provider):
                  postgres_reset.VERSION if self._resets else "clones",
                  *postgres_migrations.fingerprint_parts(ctx.config.rootpath,
                                                         self._migrations(ctx))]
+        parts += filter(None, ctx.config.hook.pytest_depfakes_postgres_template_key(
+            config=ctx.config))
         for impl in ctx.config.pluginmanager.hook.pytest_depfakes_postgres_init.get_hookimpls():
             with contextlib.suppress(OSError, TypeError):
                 parts.append(inspect.getsource(impl.function))
