@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.depfakes-installed
 
-.PHONY: install example test lint docs bench clean
+.PHONY: install example test test-psycopg2 lint docs bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,20 @@ example: install
 test: install
 	$(PY) -m pytest -n 2 -m "not serial"
 	$(PY) -m pytest -m serial
+	$(MAKE) test-psycopg2
+
+# A project that tests on psycopg2 (no psycopg 3 installed): depfakes runs on psycopg2,
+# and so does Django. A venv of its own, since the dev extra brings psycopg 3.
+PG2_VENV := .venv-psycopg2
+$(PG2_VENV)/.depfakes-installed: pyproject.toml
+	python3 -m venv $(PG2_VENV)
+	$(PG2_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PG2_VENV)/bin/python -m pip install --quiet -e ".[postgres-psycopg2]" psycopg2-binary \
+		pytest-xdist "django>=4.2" "pytest-django>=4.6" "dj-database-url>=2.1"
+	touch $@
+
+test-psycopg2: $(PG2_VENV)/.depfakes-installed
+	DEPFAKES_TEST_PSYCOPG2=1 $(PG2_VENV)/bin/python -m pytest -n 2 tests/test_psycopg2.py
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -36,4 +50,4 @@ bench: install
 	$(PY) benchmarks/postgres.py   # needs Docker and DEPFAKES_POSTGRES_IMAGE
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) $(PG2_VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -94,6 +94,16 @@ class DjangoBridge:
         return ["postgres"] if uses else None
 
     @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Django TestCase classes get their database from the class fixture, not as a
+        # declared dependency: start the server now all the same, while pytest collects.
+        from pytest_django.django_compat import is_django_unittest
+
+        if any(is_django_unittest(item) and getattr(item.cls, "databases", None)  # type: ignore[attr-defined]
+               for item in session.items):
+            session_state(self._config).runtime.prepare("postgres", None)
+
+    @pytest.hookimpl
     def pytest_depfakes_postgres_template_key(self, config: pytest.Config) -> str:
         return migrations_key(not config.getoption("nomigrations", False))
 
@@ -229,9 +239,9 @@ def _blocker(config: pytest.Config) -> Any:
 
 def _address(dsn: str) -> dict[str, str]:
     """Django's HOST/PORT/USER/PASSWORD/NAME for a libpq URL."""
-    from psycopg.conninfo import conninfo_to_dict
+    from depfakes.providers import postgres_driver
 
-    parts = conninfo_to_dict(dsn)
+    parts = postgres_driver.conninfo(dsn)
     return {"HOST": str(parts.get("host") or ""), "PORT": str(parts.get("port") or ""),
             "USER": str(parts.get("user") or ""), "PASSWORD": str(parts.get("password") or ""),
             "NAME": str(parts["dbname"])}

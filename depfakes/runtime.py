@@ -32,6 +32,20 @@ Key = tuple[str, "str | None"]
 T = TypeVar("T")
 
 
+def _import(module: str, attempts: int = 3) -> None:
+    """Import ``module`` from a start's thread. Warning filters are global: pytest swaps a
+    test's in (``-W error``) on the main thread meanwhile, and a library's own silencing
+    done while it imports (requests ignores urllib3's DependencyWarning) can be lost in
+    the swap, the warning raised as an error. Python unloads what failed: try again."""
+    for attempt in range(attempts):
+        try:
+            importlib.import_module(module)
+            return
+        except Warning:
+            if attempt == attempts - 1:
+                raise
+
+
 class MainThreadWork:
     """Work a background start hands to pytest's main thread, which does it while a test
     waits for that start. Some of what builds a template must run there: Django's ORM, say,
@@ -232,7 +246,7 @@ class Runtime:
         with IMPORT_LOCK:
             for module in modules:
                 with contextlib.suppress(ImportError):  # reported where it is needed
-                    importlib.import_module(module)
+                    _import(module)
 
     def _provider_dir(self, key: Key) -> Path:
         with self._lock:

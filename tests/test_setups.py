@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -225,3 +226,47 @@ def test_a_selection_in_addopts_keeps_the_start_during_collection(project, pytes
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, deselected=1)
     assert (pytester.path / "started.txt").read_text() == "redis"
+
+
+def test_a_start_thread_import_survives_a_test_swapping_warning_filters(tmp_path, monkeypatch):
+    """requests silences urllib3's DependencyWarning with a global filter while it imports;
+    pytest swaps a test's filters (-W error) in on the main thread meanwhile. The start's
+    import must not fail with the warning as an error."""
+    import threading
+    import warnings
+
+    from depfakes.runtime import _import
+
+    (tmp_path / "swap_sync.py").write_text(
+        "import threading\nsilenced = threading.Event()\nswapped = threading.Event()\n")
+    (tmp_path / "like_requests.py").write_text(textwrap.dedent("""
+        import warnings
+        import swap_sync
+
+        warnings.simplefilter("ignore", UserWarning)  # as requests does for urllib3's
+        swap_sync.silenced.set()
+        swap_sync.swapped.wait(10)
+        warnings.warn("optional dependency missing", UserWarning)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import swap_sync
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            _import("like_requests")
+        except BaseException as exc:
+            errors.append(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the test before: -W error
+        thread = threading.Thread(target=start)
+        thread.start()
+        assert swap_sync.silenced.wait(10)
+    with warnings.catch_warnings():  # the next test: its own filters, the silencing lost
+        warnings.simplefilter("error")
+        swap_sync.swapped.set()
+        thread.join(10)
+    assert errors == []
+    assert "like_requests" in sys.modules

@@ -51,8 +51,8 @@ from depfakes.backends import (
 )
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
-from depfakes.errors import DepfakesError
-from depfakes.providers import postgres_migrations, postgres_reset
+from depfakes.errors import DepfakesError, MissingExtra
+from depfakes.providers import postgres_driver, postgres_migrations, postgres_reset
 from depfakes.providers.base import (
     InitHookFailed,
     Option,
@@ -89,7 +89,7 @@ class PostgresHandle:
         self.isolation = isolation
         self._txn_connection = connection
         self._recycler = recycler
-        self._opened: list[psycopg.Connection[Any]] = []
+        self._opened: list[Any] = []
         self.created: list[str] = []  # databases of create_database(), dropped after
 
     def _url(self, scheme: str) -> str:
@@ -103,15 +103,17 @@ class PostgresHandle:
 
     @property
     def url(self) -> str:
-        """SQLAlchemy URL with the psycopg 3 driver."""
+        """SQLAlchemy URL with depfakes' driver: psycopg 3, or psycopg2 where psycopg 3 is
+        not installed (depfakes[postgres-psycopg2])."""
         self._escape_check("url")
-        return self._url("postgresql+psycopg")
+        return self._url(postgres_driver.sqlalchemy_scheme())
 
     @property
     def async_url(self) -> str:
-        """SQLAlchemy URL for ``create_async_engine`` (psycopg 3, async)."""
+        """SQLAlchemy URL for ``create_async_engine`` (psycopg 3 async; asyncpg where
+        psycopg 3 is not installed)."""
         self._escape_check("async_url")
-        return self._url("postgresql+psycopg_async")
+        return self._url(postgres_driver.sqlalchemy_scheme(asynchronous=True))
 
     @property
     def admin_dsn(self) -> str:
@@ -122,8 +124,7 @@ class PostgresHandle:
     def create_database(self, template: str | None = None) -> str:
         """A new database of this test's (empty, or a copy of ``template``), with a name
         no other test or xdist worker uses; dropped after the test. Returns its libpq URL."""
-        import psycopg
-        from psycopg import sql
+        sql = postgres_driver.sql
 
         name = database_name("x")
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -132,7 +133,7 @@ class PostgresHandle:
         if template == self.dbname and self._recycler is not None:
             self.__dict__.pop("engine", None)
             self._recycler.disconnect(self.dbname)  # a copy needs it without connections
-        with psycopg.connect(self._server_url, autocommit=True) as admin:
+        with postgres_driver.connect(self._server_url, autocommit=True) as admin:
             admin.execute(statement)
         self.created.append(name)
         return with_database(self._server_url, name, "postgresql")
@@ -166,14 +167,14 @@ class PostgresHandle:
             return self._recycler.engine(self.dbname)
         import sqlalchemy
 
-        return sqlalchemy.create_engine(self._url("postgresql+psycopg"))
+        return sqlalchemy.create_engine(self._url(postgres_driver.sqlalchemy_scheme()))
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A new psycopg connection to this test's database (closed after the test)."""
+        """A new psycopg connection to this test's database (closed after the test); a
+        psycopg2 one where psycopg 3 is not installed."""
         self._escape_check("connect()")
-        import psycopg
-
-        connection = psycopg.connect(self.dsn, **kwargs)
+        connection: psycopg.Connection[Any] = postgres_driver.module().connect(self.dsn,
+                                                                               **kwargs)
         self._opened.append(connection)
         return connection
 
@@ -269,10 +270,9 @@ class ClonePool:
             thread.join(timeout=60)
 
     def _work(self) -> None:
-        import psycopg
-        from psycopg import sql
+        sql = postgres_driver.sql
 
-        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+        with postgres_driver.connect(self._admin_url, autocommit=True) as admin:
             while True:
                 action, name = self._next_job()
                 if action == "stop":
@@ -329,9 +329,9 @@ _OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl_[0-9a-f]{12})")
 _TEMPLATE_USERS: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
-def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+def drop_database(admin: postgres_driver.Connection, name: str) -> None:
     """Drop ``name`` (a template too), whoever is still connected to it."""
-    from psycopg import sql
+    sql = postgres_driver.sql
 
     identifier = sql.Identifier(name)
     if _template_state(admin, name) == "ready":
@@ -349,13 +349,12 @@ class AdvisoryLease:
 
     @contextlib.contextmanager
     def _held(self, url: str, sessions: Sequence[str]) -> Iterator[None]:
-        import psycopg
-
         # Keepalives and no idle timeout: the lease must last as long as its owner.
-        connection = psycopg.connect(url, autocommit=True, application_name="depfakes lease",
-                                     keepalives=1, keepalives_idle=30)
+        connection = postgres_driver.connect(url, autocommit=True,
+                                             application_name="depfakes lease",
+                                             keepalives=1, keepalives_idle=30)
         if connection.info.server_version >= 140000:  # the setting exists from 14 on
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(postgres_driver.Error):
                 connection.execute("SET idle_session_timeout = 0")
         try:
             for session in sessions:
@@ -366,13 +365,11 @@ class AdvisoryLease:
                 connection.close()
 
     def held(self, url: str, session: str) -> bool:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        with postgres_driver.connect(url, autocommit=True, connect_timeout=5) as connection:
             return _lease_held(connection, session)
 
 
-def _lease_held(connection: psycopg.Connection[Any], session: str) -> bool:
+def _lease_held(connection: postgres_driver.Connection, session: str) -> bool:
     """Whether any connection to any database of the server holds the lease (advisory
     locks are per database, so pg_try_advisory_lock from another database would not see
     it: pg_locks does)."""
@@ -421,7 +418,8 @@ def _admin_url(host: str, port: int, password: str | None) -> str:
 class PostgresProvider(Provider):
     name = "postgres"
     handle_type = PostgresHandle
-    requires = ("psycopg", "sqlalchemy")
+    requires = ("sqlalchemy",)  # and a driver: check_installed
+    preload = (postgres_driver.name(),)
     extra = "postgres"
     accepts_version = True
     server_info = ServerInfo(image=DEFAULT_IMAGE, port=5432, url_scheme="postgresql",
@@ -446,6 +444,13 @@ class PostgresProvider(Provider):
                             "\"transaction\": a rolled-back transaction on a shared one.",
                             type=str, choices=("database", "transaction")),
     }
+
+    @classmethod
+    def check_installed(cls) -> None:
+        super().check_installed()
+        if not any(postgres_driver.installed(name) for name in ("psycopg", "psycopg2")):
+            raise MissingExtra(cls.name, "psycopg", cls.extra,
+                               ImportError("No module named 'psycopg' (nor 'psycopg2')"))
 
     @classmethod
     def check_version(cls, version: str) -> None:
@@ -539,10 +544,8 @@ class PostgresProvider(Provider):
     def _check_pin(server: Server, pin: str | None) -> None:
         if not pin:
             return
-        import psycopg
-
-        with psycopg.connect(server.url, connect_timeout=10) as connection:
-            version = int(connection.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        with postgres_driver.connect(server.url, connect_timeout=10) as connection:
+            version = int(connection.execute("SHOW server_version_num").fetchone()[0])
         if int(pin) != version // 10000:
             raise DepfakesError(f"postgres:{pin} was pinned but {server.description} runs "
                                 f"PostgreSQL {version // 10000}; change the pin or the server")
@@ -550,22 +553,20 @@ class PostgresProvider(Provider):
     # --- databases ----------------------------------------------------------------------
 
     def _prepare_databases(self, ctx: StartContext) -> None:
-        import psycopg
-
         self._reuse = bool(ctx.settings.get("reuse"))
         # Other sessions (reuse) or other xdist workers (shared) use the template too.
         self._keep_template = self._reuse or self._server.shared
         # Named by what builds it: pins served by one server share one template. A server
         # the xdist workers share has the run's (OWNER.session, which every worker's lease
         # covers); one of this process's alone (the url backend's, say) this process's.
-        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+        with postgres_driver.connect(self._admin_url, autocommit=True) as admin:
             self._resets = (ctx.settings.get("postgres_reset") == "in-place"
                             and postgres_reset.can_reset(admin))
             built_by = self._init_fingerprint(ctx)
             owner = OWNER.session if self._server.shared else SESSION_ID
             self._template = (f"depfakes_tpl_{built_by}" if self._reuse
                               else f"depfakes_{owner}_tpl_{built_by}")
-            version = int(admin.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            version = int(admin.execute("SHOW server_version_num").fetchone()[0])
             _drop_databases_of_gone_sessions(admin)
             strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
             # One builder at a time per template, on this server: the others wait, then
@@ -577,7 +578,8 @@ class PostgresProvider(Provider):
                     self._build_template(ctx, admin)
                 _TEMPLATE_USERS[(self._admin_url, self._template)] += 1
             finally:
-                with contextlib.suppress(psycopg.Error):  # never hide the init hook's error
+                # Never hide the init hook's error.
+                with contextlib.suppress(postgres_driver.Error):
                     admin.execute("SELECT pg_advisory_unlock(%s)",
                                   (_lease_key(self._template),))
         # Reset in place, a test needs a clone only after another changed the schema.
@@ -586,8 +588,8 @@ class PostgresProvider(Provider):
         self._databases = postgres_reset.Recycler(self._admin_url, self._pool,
                                                   self._resets)
 
-    def _build_template(self, ctx: StartContext, admin: psycopg.Connection[Any]) -> None:
-        from psycopg import sql
+    def _build_template(self, ctx: StartContext, admin: postgres_driver.Connection) -> None:
+        sql = postgres_driver.sql
 
         # A half-built one (its builder was killed during init) is built again.
         drop_database(admin, self._template)
@@ -600,9 +602,7 @@ class PostgresProvider(Provider):
         except Exception as exc:
             raise InitHookFailed("postgres", exc) from exc
         if self._resets:
-            import psycopg
-
-            with psycopg.connect(template_url) as connection:
+            with postgres_driver.connect(template_url) as connection:
                 postgres_reset.prepare_template(connection)
         # What the hooks read of the command line: a kept template is rebuilt when it changes.
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -634,7 +634,7 @@ class PostgresProvider(Provider):
         return fingerprint(*parts)
 
     def _run_init(self, ctx: StartContext, dsn: str, config: Any) -> None:
-        url = with_database(dsn, self._template, "postgresql+psycopg")  # for SQLAlchemy
+        url = with_database(dsn, self._template, postgres_driver.sqlalchemy_scheme())
         postgres_migrations.apply(ctx.config.rootpath, self._migrations(ctx), dsn, url)
         ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, url=url, config=config)
         run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)
@@ -650,14 +650,13 @@ class PostgresProvider(Provider):
 
                 dbname = self._pool.take()
                 engine = sqlalchemy.create_engine(
-                    with_database(self._admin_url, dbname, "postgresql+psycopg"), pool_size=1)
+                    with_database(self._admin_url, dbname, postgres_driver.sqlalchemy_scheme()),
+                    pool_size=1)
                 self._txn = (engine, dbname)
             return self._txn
 
     def _drop_template(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+        with postgres_driver.connect(self._admin_url, autocommit=True) as admin:
             drop_database(admin, self._template)
 
 
@@ -682,7 +681,7 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 
-def _options_unchanged(admin: psycopg.Connection[Any], template: str,
+def _options_unchanged(admin: postgres_driver.Connection, template: str,
                        config: pytest.Config) -> bool:
     row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                         "WHERE datname = %s", (template,)).fetchone()
@@ -693,7 +692,7 @@ def _options_unchanged(admin: psycopg.Connection[Any], template: str,
     return all(_jsonable(config.getoption(name, None)) == value for name, value in read.items())
 
 
-def _drop_databases_of_gone_sessions(admin: psycopg.Connection[Any]) -> None:
+def _drop_databases_of_gone_sessions(admin: postgres_driver.Connection) -> None:
     """Drop the databases of sessions whose lease nobody holds any more, on whatever
     machine they ran; never those of a live session, whose lock the server still has."""
     rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'depfakes\\_%'")
@@ -710,7 +709,7 @@ def _drop_databases_of_gone_sessions(admin: psycopg.Connection[Any]) -> None:
                 drop_database(admin, name)
 
 
-def _template_state(admin: psycopg.Connection[Any], name: str) -> str:
+def _template_state(admin: postgres_driver.Connection, name: str) -> str:
     """"ready" (marked as template, so its init finished), "partial" or "missing"."""
     row = admin.execute("SELECT datistemplate FROM pg_database WHERE datname = %s",
                         (name,)).fetchone()
@@ -718,9 +717,7 @@ def _template_state(admin: psycopg.Connection[Any], name: str) -> str:
 
 
 def _ready(url: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(url, connect_timeout=2) as connection:
+    with postgres_driver.connect(url, connect_timeout=2) as connection:
         connection.execute("SELECT 1")
     return True
 

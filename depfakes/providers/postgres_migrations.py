@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from depfakes.errors import DepfakesError
+from depfakes.providers import postgres_driver
 
 
 class MigrationsNotFound(DepfakesError):
@@ -57,13 +58,11 @@ def fingerprint_parts(root: Path, lines: Sequence[str]) -> list[str]:
 
 def apply(root: Path, lines: Sequence[str], dsn: str, url: str) -> None:
     """Run the migrations on the template: ``dsn`` is its libpq URL, ``url`` SQLAlchemy's."""
-    import psycopg
-
     for path in sources(root, lines):
         if path.suffix == ".ini":
             _alembic_upgrade(path, url)
         else:
-            with psycopg.connect(dsn) as connection:
+            with postgres_driver.connect(dsn) as connection:
                 connection.execute(path.read_text().encode())  # a script: no parameters
 
 

@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from depfakes.backends import with_database
+from depfakes.providers import postgres_driver
 
 if TYPE_CHECKING:
-    import psycopg
     import sqlalchemy
 
     from depfakes.providers.postgres import ClonePool
@@ -187,7 +187,7 @@ FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
 """
 
 
-def can_reset(connection: psycopg.Connection[Any]) -> bool:
+def can_reset(connection: postgres_driver.Connection) -> bool:
     """Triggers that see every role's writes, event triggers and replica mode need a
     superuser; on a server where depfakes' role is not one, tests get clones."""
     row = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
@@ -195,7 +195,7 @@ def can_reset(connection: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-def prepare_template(connection: psycopg.Connection[Any]) -> None:
+def prepare_template(connection: postgres_driver.Connection) -> None:
     """Install the notes, triggers and seed copies in the template (after the init hooks,
     before it is marked as a template); one transaction."""
     with connection.transaction():
@@ -222,7 +222,7 @@ def prepare_template(connection: psycopg.Connection[Any]) -> None:
             " (SELECT count(*) FROM pg_event_trigger WHERE evtenabled = 'A')")
 
 
-def _trigger(connection: psycopg.Connection[Any], table: str, function: str,
+def _trigger(connection: postgres_driver.Connection, table: str, function: str,
              events: str = "INSERT OR UPDATE OR DELETE OR TRUNCATE") -> None:
     """A statement trigger that fires always (session_replication_role = replica too)."""
     connection.execute(f"CREATE TRIGGER _depfakes_mark AFTER {events} ON {table} "
@@ -230,11 +230,11 @@ def _trigger(connection: psycopg.Connection[Any], table: str, function: str,
     connection.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER _depfakes_mark")
 
 
-def _snapshot_sequences(connection: psycopg.Connection[Any]) -> None:
+def _snapshot_sequences(connection: postgres_driver.Connection) -> None:
     """Every sequence's state (pg_sequences hides last_value when is_called is false), and
     a function that reads them all again in one statement (a plan PL/pgSQL caches on the
     reset's connection)."""
-    from psycopg import sql
+    sql = postgres_driver.sql
 
     names = [row[0] for row in connection.execute(
         "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
@@ -254,25 +254,25 @@ def _snapshot_sequences(connection: psycopg.Connection[Any]) -> None:
         "is_called boolean) LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY " + query + "; END $$")
 
 
-def _plan(connection: psycopg.Connection[Any], oid: int, name: str, only: str) -> None:
+def _plan(connection: postgres_driver.Connection, oid: int, name: str, only: str) -> None:
     """How to empty one table and put its seed rows back."""
     restore = None
     has_rows = connection.execute(f"SELECT EXISTS (SELECT 1 FROM {only}{name})").fetchone()
     if has_rows and has_rows[0]:
-        columns = connection.execute(_COLUMNS, (oid,)).fetchone()[0]  # type: ignore[index]
+        columns = connection.execute(_COLUMNS, (oid,)).fetchone()[0]
         seed = f"_depfakes.seed_{oid}"
         if columns:
             connection.execute(f"CREATE TABLE {seed} AS SELECT {columns} FROM {only}{name}")
             restore = (f"INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE "
                        f"SELECT {columns} FROM {seed}")
         else:  # rows without a column a restore could write (generated ones only)
-            count = connection.execute(f"SELECT count(*) FROM {only}{name}").fetchone()[0]  # type: ignore[index]
+            count = connection.execute(f"SELECT count(*) FROM {only}{name}").fetchone()[0]
             restore = f"INSERT INTO {name} SELECT FROM generate_series(1, {int(count)})"
     connection.execute("INSERT INTO _depfakes.tables VALUES (%s, %s, %s)",
                        (oid, f"DELETE FROM {only}{name}", restore))
 
 
-def reset(connection: psycopg.Connection[Any], admin: psycopg.Connection[Any],
+def reset(connection: postgres_driver.Connection, admin: postgres_driver.Connection,
           keep: Sequence[int] = ()) -> bool:
     """Make the database ``connection`` (autocommit, superuser) is on like the template
     again, ending every other client connection but the idle ones in ``keep`` (backend
@@ -282,8 +282,7 @@ def reset(connection: psycopg.Connection[Any], admin: psycopg.Connection[Any],
     (through ``admin``, on another database: none can refuse them to its own), so a
     client that reconnects (a retrying thread, a subprocess still exiting) cannot write
     behind the reset."""
-    import psycopg
-    from psycopg import sql
+    sql = postgres_driver.sql
 
     database = sql.Identifier(connection.info.dbname)
     try:
@@ -297,12 +296,12 @@ def reset(connection: psycopg.Connection[Any], admin: psycopg.Connection[Any],
                 outcome = _call_reset(connection, keep)
         finally:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(database))
-    except psycopg.Error:  # e.g. the test dropped _depfakes, or the database itself
+    except postgres_driver.Error:  # e.g. the test dropped _depfakes, or the database itself
         return False
     return outcome == "clean"
 
 
-def _call_reset(connection: psycopg.Connection[Any], keep: Sequence[int]) -> str:
+def _call_reset(connection: postgres_driver.Connection, keep: Sequence[int]) -> str:
     row = connection.execute("SELECT _depfakes.reset(%s::int[])", (list(keep),)).fetchone()
     return str(row[0]) if row else ""
 
@@ -338,8 +337,8 @@ class Recycler:
         self._owned = 0  # databases in rotation: clean, in use, dirty or being reset
         self._closing = False
         # One connection per database, kept open: the reset runs on it.
-        self._janitors: dict[str, psycopg.Connection[Any]] = {}
-        self._admin: psycopg.Connection[Any] | None = None  # the reset thread's, on the server
+        self._janitors: dict[str, postgres_driver.Connection] = {}
+        self._admin: postgres_driver.Connection | None = None  # the reset thread's, on the server
         # deps.postgres.engine, per database, with its listener count when made: its idle
         # connections survive the reset (their session state discarded), so the next
         # test neither connects nor initializes a dialect.
@@ -356,7 +355,7 @@ class Recycler:
             import sqlalchemy
 
             engine = sqlalchemy.create_engine(
-                with_database(self._admin_url, name, "postgresql+psycopg"))
+                with_database(self._admin_url, name, postgres_driver.sqlalchemy_scheme()))
             self._engines[name] = (engine, _listeners(engine))
         return self._engines[name][0]
 
@@ -430,24 +429,22 @@ class Recycler:
                     self._cond.notify_all()
 
     def _reset(self, name: str) -> bool:
-        import psycopg
-
         for _ in range(2):  # the test may have ended the janitor's connections too
             try:
                 janitor = self._janitors.get(name)
                 if janitor is None or janitor.closed or janitor.broken:
-                    janitor = self._janitors[name] = psycopg.connect(
+                    janitor = self._janitors[name] = postgres_driver.connect(
                         with_database(self._admin_url, name), autocommit=True,
                         application_name="depfakes reset", options=_JANITOR_OPTIONS)
                 if self._admin is None or self._admin.closed or self._admin.broken:
-                    self._admin = psycopg.connect(self._admin_url, autocommit=True,
-                                                  application_name="depfakes reset",
-                                                  options=_JANITOR_OPTIONS)
+                    self._admin = postgres_driver.connect(
+                        self._admin_url, autocommit=True, application_name="depfakes reset",
+                        options=_JANITOR_OPTIONS)
                 if reset(janitor, self._admin, keep=self._discard_sessions(name)):
                     return True
                 if not (janitor.broken or self._admin.broken):
                     return False
-            except psycopg.OperationalError:
+            except postgres_driver.OperationalError:
                 pass
             self._forget(name)
         return False
