@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from depfakes.errors import DepfakesError
 from depfakes.network import is_loopback
 
-RECORD_MODES = ("none", "once", "new_episodes", "all")
+RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 PLACEHOLDER = "DEPFAKES-SCRUBBED"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
                             "x-api-key", "x-auth-token", "x-amz-security-token"})
@@ -314,25 +314,30 @@ def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable
             return None  # neither recorded nor replayed: it goes where it goes
         return scrubber.request(request)
 
+    # rewrite (pytest-recording's): record the test's interactions afresh. vcrpy has no
+    # such mode: what is on disk is not loaded, and is replaced only if the test records.
     recorder = vcr.VCR(
-        serializer="yaml", record_mode=record_mode, decode_compressed_response=True,
+        serializer="yaml", decode_compressed_response=True,
+        record_mode="new_episodes" if record_mode == "rewrite" else record_mode,
         before_record_request=before_record_request, before_record_response=scrubber.response,
         match_on=("method", "scheme", "host", "port", "path", "query"),
     )
-    recorder.register_persister(_parsed_once_persister())
+    recorder.register_persister(_parsed_once_persister(ignore_existing=record_mode == "rewrite"))
     return recorder
 
 
-def _parsed_once_persister() -> Any:
+def _parsed_once_persister(ignore_existing: bool = False) -> Any:
     """vcrpy's file persister, but a cassette file is parsed once per session and content,
     not once per test: YAML parsing was most of the per-test cost of replay."""
-    from vcr.persisters.filesystem import FilesystemPersister
+    from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
 
     parsed: dict[tuple[str, int, int], Any] = {}
 
     class ParsedOncePersister(FilesystemPersister):  # type: ignore[misc]
         @classmethod
         def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
+            if ignore_existing:
+                raise CassetteNotFoundError  # what vcrpy says of a missing file
             try:
                 stat = Path(cassette_path).stat()
             except OSError:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import pytest
 
-SettingType = Literal["bool", "string", "float", "mapping", "lines"]
+SettingType = Literal["bool", "string", "float", "mapping", "lines", "list"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -89,6 +89,13 @@ def _parse_lines(raw: Any) -> list[str]:
     return [str(line).strip() for line in raw if str(line).strip()]
 
 
+def _parse_list(raw: Any) -> list[str]:
+    """Lines, each of which may hold several entries separated by ';' or ','
+    (pytest-recording's --allowed-hosts=a,b)."""
+    lines = [raw] if isinstance(raw, str) else [str(line) for line in raw]
+    return _parse_lines(";".join(lines).replace(",", ";"))
+
+
 def _parse_mapping(raw: Any) -> dict[str, str]:
     items: Iterable[str] = (
         raw.replace(",", "\n").splitlines() if isinstance(raw, str) else _flatten(raw)
@@ -123,6 +130,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "float": _parse_float,
     "mapping": _parse_mapping,
     "lines": _parse_lines,
+    "list": _parse_list,
 }
 
 
@@ -171,13 +179,15 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "sockets and allowed hosts.",
         type="bool",
         default=False,
+        aliases=("--block-network",),
     ),
     Setting(
         "allow_hosts",
         "Hosts (names or IPs) tests may reach besides loopback, one per line (env and CLI: "
-        "separated by ';').",
-        type="lines",
+        "separated by ';' or ',').",
+        type="list",
         default=list,
+        aliases=("--allowed-hosts",),
     ),
     Setting(
         "django",
@@ -198,17 +208,21 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def add_options(parser: pytest.Parser, settings: Iterable[Setting]) -> None:
-    """Put every setting in ``pytest --help`` (group ``depfakes``) and in ini."""
+def add_options(parser: pytest.Parser, settings: Iterable[Setting],
+                owned_elsewhere: Iterable[str] = ()) -> None:
+    """Put every setting in ``pytest --help`` (group ``depfakes``) and in ini; aliases in
+    ``owned_elsewhere`` are left to the plugin that owns them."""
+    owned = set(owned_elsewhere)
     group = parser.getgroup("depfakes", "depfakes: dependencies for tests")
     for setting in settings:
         help_text = f"{setting.help} [env {setting.env}, ini {setting.ini}]"
         ini_type: Literal["linelist", "string"] = (
-            "linelist" if setting.type in ("lines", "mapping") else "string")
+            "linelist" if setting.type in ("lines", "list", "mapping") else "string")
         parser.addini(setting.ini, setting.help, type=ini_type)
         if not setting.cli:
             continue
-        flags = [setting.flag, *_free_aliases(parser, setting.aliases)]
+        aliases = [alias for alias in setting.aliases if alias not in owned]
+        flags = [setting.flag, *_free_aliases(parser, aliases)]
         if setting.type == "bool":
             group.addoption(*flags, action="store_const", const=True, dest=setting.dest,
                             default=None, help=help_text)

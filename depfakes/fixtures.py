@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from depfakes import recording_compat
 from depfakes.deps import Deps, open_deps
 from depfakes.errors import MarkerError
 from depfakes.marker import EMPTY_SPEC, DepsSpec, spec_for
@@ -54,9 +55,13 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     # `deps`; autouse also puts them in place before the test's other fixtures run.
     spec = current_spec(request.node)
     settings = session_state(request.config).runtime.settings
+    marked = recording_compat.marked_hosts(request.node)  # @pytest.mark.block_network
+    why = ("@pytest.mark.block_network" if marked is not None
+           else "depfakes_block_network is on")
     # The 'http' provider applies the network policy itself, with its cassette's exceptions.
-    policy = (restricted("depfakes_block_network is on", settings.get("allow_hosts"))
-              if "http" not in spec.versions and settings.get("block_network")
+    policy = (restricted(why, [*settings.get("allow_hosts"), *(marked or ())])
+              if "http" not in spec.versions and (settings.get("block_network") or
+                                                   marked is not None)
               else contextlib.nullcontext())
     with policy:
         if spec:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from depfakes import registry
+from depfakes import recording_compat, registry
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
@@ -38,8 +38,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser, [*CORE_SETTINGS, *registry.all_settings()])
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    owned = recording_compat.FLAGS if recording_compat.loaded(pluginmanager) else ()
+    add_options(parser, [*CORE_SETTINGS, *registry.all_settings()], owned_elsewhere=owned)
     parser.getgroup("depfakes").addoption(
         "--deps-doctor", action="store_true", dest="depfakes_doctor",
         help="With --collect-only: report which backend serves each dependency (what "
@@ -54,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     for name in registry.names():
         _register_dependency_marker(config, name)
+    recording_compat.register_marker(config)
     settings = Settings(config, [*CORE_SETTINGS, *registry.all_settings()])
     try:
         if settings.get("django") == "auto":

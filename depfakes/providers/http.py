@@ -120,8 +120,10 @@ class HttpProvider(Provider):
     extra = "http"
     settings = (
         Setting("record_mode", "Cassette record mode: none (default: replay only, nothing "
-                "leaves), once, new_episodes or all, as in vcrpy. A session setting: markers "
-                "cannot change it.", default="none", choices=RECORD_MODES, safety=True,
+                "leaves), once, new_episodes or all, as in vcrpy, or rewrite (as in "
+                "pytest-recording: the test's interactions recorded afresh, the cassette "
+                "replaced only if it recorded any). A session setting: markers cannot change "
+                "it.", default="none", choices=RECORD_MODES, safety=True,
                 aliases=("--record-mode",)),
         Setting("cassette_dir", "Directory of cassettes, relative to the rootdir.",
                 default="cassettes"),
