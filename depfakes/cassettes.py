@@ -7,15 +7,18 @@ cassette on replay, so a scrubbed value (a token in the query, say) still matche
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
 
 from depfakes.errors import DepfakesError
 from depfakes.network import is_loopback
@@ -68,6 +71,19 @@ def is_secret_name(name: str, extra: Iterable[str] = ()) -> bool:
         return True
     parts = [p for p in re.split(r"[^a-z0-9]+", lowered) if p]
     return any(p in _SECRET_WORDS for p in parts) or lowered.endswith(_SECRET_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class CassetteChoice:
+    """A test's cassette as another plugin's conventions place it (pytest-recording's or
+    pytest-vcr's layout, their ``vcr`` marker: vcr_compat.py); without one, cassette_path()."""
+
+    path: Path | None  # None: depfakes' own place
+    extra: tuple[Path, ...] = ()  # read too, never written (the vcr marker's arguments)
+    vcr_options: Mapping[str, Any] = field(default_factory=dict)  # for use_cassette()
+
+
+CHOICE_KEY = pytest.StashKey[CassetteChoice]()
 
 
 def cassette_path(root: Path, nodeid: str, shared_name: str | None) -> Path:
@@ -322,13 +338,47 @@ def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable
         before_record_request=before_record_request, before_record_response=scrubber.response,
         match_on=("method", "scheme", "host", "port", "path", "query"),
     )
-    recorder.register_persister(_parsed_once_persister(ignore_existing=record_mode == "rewrite"))
+    recorder.depfakes_extras = {}  # cassette path -> more cassettes read with it
+    recorder.register_persister(_parsed_once_persister(
+        recorder.depfakes_extras, ignore_existing=record_mode == "rewrite"))
     return recorder
 
 
-def _parsed_once_persister(ignore_existing: bool = False) -> Any:
+def cassette_options(recorder: Any, path: Path, choice: CassetteChoice | None) -> dict[str, Any]:
+    """use_cassette() keywords for a test: a plugin's vcrpy options (vcr_config, the vcr
+    marker's), with depfakes' own filters (loopback and routes never recorded; scrubbing)
+    run after the project's before_record hooks instead of being replaced by them."""
+    if choice is None:
+        return {}
+    options = {k: v for k, v in choice.vcr_options.items() if k != "record_mode"}  # session's
+    if "before_record" in options:  # vcrpy's older name
+        options["before_record_request"] = options.pop("before_record")
+    for hook in ("before_record_request", "before_record_response"):
+        if hook in options:
+            options[hook] = _chained(options[hook], getattr(recorder, hook))
+    recorder.depfakes_extras[str(path)] = [str(p) for p in choice.extra]
+    return options
+
+
+def _chained(first: Callable[[Any], Any] | list[Callable[[Any], Any]],
+             then: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    hooks = [*(first if isinstance(first, list | tuple) else [first]), then]
+
+    def run(value: Any) -> Any:
+        for hook in hooks:
+            if value is None:  # a hook dropped it: not recorded
+                return None
+            value = hook(value)
+        return value
+
+    return run
+
+
+def _parsed_once_persister(extras: dict[str, list[str]], ignore_existing: bool = False
+                           ) -> Any:
     """vcrpy's file persister, but a cassette file is parsed once per session and content,
-    not once per test: YAML parsing was most of the per-test cost of replay."""
+    not once per test: YAML parsing was most of the per-test cost of replay. A cassette
+    with ``extras`` is read together with them (saved alone, as pytest-recording does)."""
     from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
 
     parsed: dict[tuple[str, int, int], Any] = {}
@@ -336,8 +386,20 @@ def _parsed_once_persister(ignore_existing: bool = False) -> Any:
     class ParsedOncePersister(FilesystemPersister):  # type: ignore[misc]
         @classmethod
         def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
-            if ignore_existing:
+            requests: list[Any] = []
+            responses: list[Any] = []
+            paths = [] if ignore_existing else [str(cassette_path)]
+            for path in [*paths, *extras.get(str(cassette_path), [])]:
+                with contextlib.suppress(CassetteNotFoundError):
+                    loaded = cls._load_one(path, serializer)
+                    requests += loaded[0]
+                    responses += loaded[1]
+            if not requests:
                 raise CassetteNotFoundError  # what vcrpy says of a missing file
+            return requests, responses
+
+        @classmethod
+        def _load_one(cls, cassette_path: Any, serializer: Any) -> Any:
             try:
                 stat = Path(cassette_path).stat()
             except OSError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from depfakes import recording_compat
+from depfakes import vcr_compat
 from depfakes.deps import Deps, open_deps
 from depfakes.errors import MarkerError
 from depfakes.marker import EMPTY_SPEC, DepsSpec, spec_for
@@ -55,7 +55,7 @@ def _depfakes_autouse(request: pytest.FixtureRequest) -> Iterator[None]:
     # `deps`; autouse also puts them in place before the test's other fixtures run.
     spec = current_spec(request.node)
     settings = session_state(request.config).runtime.settings
-    marked = recording_compat.marked_hosts(request.node)  # @pytest.mark.block_network
+    marked = vcr_compat.marked_hosts(request.node)  # @pytest.mark.block_network
     why = ("@pytest.mark.block_network" if marked is not None
            else "depfakes_block_network is on")
     # The 'http' provider applies the network policy itself, with its cassette's exceptions.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from depfakes import recording_compat, registry
+from depfakes import registry, vcr_compat
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
@@ -36,10 +36,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from depfakes import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    vcr_compat.add_hookspecs(pluginmanager)
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    owned = recording_compat.FLAGS if recording_compat.loaded(pluginmanager) else ()
+    owned = vcr_compat.FLAGS if vcr_compat.loaded(pluginmanager) else ()
     add_options(parser, [*CORE_SETTINGS, *registry.all_settings()], owned_elsewhere=owned)
     parser.getgroup("depfakes").addoption(
         "--deps-doctor", action="store_true", dest="depfakes_doctor",
@@ -55,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     for name in registry.names():
         _register_dependency_marker(config, name)
-    recording_compat.register_marker(config)
+    vcr_compat.register(config)
     settings = Settings(config, [*CORE_SETTINGS, *registry.all_settings()])
     try:
         if settings.get("django") == "auto":

@@ -22,9 +22,11 @@ import pytest
 
 from depfakes.backends import BackendUnavailable
 from depfakes.cassettes import (
+    CHOICE_KEY,
     RECORD_MODES,
     Scrubber,
     build_vcr,
+    cassette_options,
     cassette_path,
     check_loadable,
     clearer_missing_message,
@@ -127,6 +129,12 @@ class HttpProvider(Provider):
                 aliases=("--record-mode",)),
         Setting("cassette_dir", "Directory of cassettes, relative to the rootdir.",
                 default="cassettes"),
+        Setting("cassette_layout", "Where cassettes are: \"depfakes\" (<cassette_dir>/<module "
+                "path>/<test>.yaml), \"pytest-recording\" (<test dir>/cassettes/<module>/"
+                "<Class.test>.yaml), \"pytest-vcr\" (<test dir>/cassettes/<Class.test>.yaml), "
+                "or \"auto\" (the default: pytest-recording's for tests marked "
+                "@pytest.mark.vcr, depfakes' for the others).", default="auto",
+                choices=("auto", "depfakes", "pytest-recording", "pytest-vcr"), cli=False),
         Setting("scrub", "More header, parameter or JSON field names to scrub from cassettes, "
                 "one per line.", type="lines", default=list),
     )
@@ -160,19 +168,27 @@ class HttpProvider(Provider):
                 response=response),
         )
         self._vcr = build_vcr(self._record_mode, scrubber, self._answered_by_route)
+        if hasattr(hook, "pytest_recording_configure"):  # its custom matchers, serializers
+            hook.pytest_recording_configure(config=ctx.config, vcr=self._vcr)
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> HttpHandle:
-        path = cassette_path(self._cassette_root, item.nodeid, options["cassette"])
+        choice = item.stash.get(CHOICE_KEY, None)  # the vcr marker, another layout
+        path = (choice.path if choice is not None and choice.path is not None else
+                cassette_path(self._cassette_root, item.nodeid, options["cassette"]))
         check_loadable(path)  # before anything could write to it
+        for extra in choice.extra if choice is not None else ():
+            check_loadable(extra)
         router = self._router_class(assert_all_called=False, assert_all_mocked=True,
                                     base_url=options["base_url"])
         handle = HttpHandle(self, router, self._record_mode)
         try:
             handle._exits.enter_context(_started(router))
             self._current = router
-            if path.exists() or self._record_mode != "none":
+            if path.exists() or self._record_mode != "none" or \
+                    any(p.exists() for p in (choice.extra if choice else ())):
                 handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
-                    str(path), allow_playback_repeats=options["playback_repeats"]))
+                    str(path), allow_playback_repeats=options["playback_repeats"],
+                    **cassette_options(self._vcr, path, choice)))
                 handle._exits.enter_context(clearer_missing_message())
             recording = handle.cassette is not None and not handle.cassette.write_protected
             router.recording = recording  # type: ignore[attr-defined]

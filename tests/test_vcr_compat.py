@@ -116,3 +116,92 @@ def test_rewrite_records_afresh_and_keeps_the_cassette_if_nothing_was_recorded(
     recorded = cassette.read_text()
     assert "/second" in recorded
     assert "/first" not in recorded  # rewritten, not appended (new_episodes would keep it)
+
+
+SUITE = """
+import os
+import httpx
+import pytest
+
+BASE = os.environ["REMOTE_BASE"]
+
+@pytest.fixture(scope="module")
+def vcr_config():
+    return {"filter_headers": ["x-tenant"], "match_on": ["method", "path", "tenantless"]}
+
+@pytest.mark.vcr
+def test_plain(vcr):
+    body = httpx.get(BASE + "/plain", headers={"X-Tenant": "t1"}).json()
+    assert body["path"] == "/plain"
+    assert vcr is not None
+
+class TestPages:
+    @pytest.mark.vcr
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_page(self, n):
+        assert httpx.get(f"{BASE}/page/{n}?q=a b").json()["path"] == f"/page/{n}"
+
+@pytest.mark.vcr
+def test_shared():
+    assert httpx.get(BASE + "/shared").json()["path"] == "/shared"
+"""
+
+EXTRA = """
+@pytest.mark.vcr("shared.yaml")
+def test_with_an_extra_cassette():
+    assert httpx.get(BASE + "/shared").json()["path"] == "/shared"
+"""
+
+CONFTEST = RESOLVER + """
+def pytest_recording_configure(config, vcr):
+    vcr.register_matcher("tenantless", lambda r1, r2: r1.query == r2.query)
+"""
+
+
+def test_a_pytest_recording_suite_replays_its_cassettes_where_they_are(
+        project, pytester, remote, monkeypatch, pytest_recording_dir):  # noqa: F811
+    """Recorded by pytest-recording itself; then replayed with it uninstalled, by depfakes,
+    configuration unchanged: same files, byte for byte, same answers."""
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    pytester.makepyfile(**{"tests/test_suite": SUITE})
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\naddopts = --strict-markers --block-network\n"
+                     "markers =\n    vcr: pytest-recording\n")
+    monkeypatch.setenv("PYTHONPATH", str(pytest_recording_dir))
+    recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:randomly")
+    recorded.assert_outcomes(passed=4)
+    directory = pytester.path / "tests" / "cassettes" / "test_suite"
+    (directory / "test_shared.yaml").rename(directory / "shared.yaml")
+    pytester.makepyfile(**{"tests/test_suite": SUITE.split("@pytest.mark.vcr\ndef test_shared")[0]
+                           + EXTRA})
+    theirs = pytester.runpytest_subprocess("-p", "no:randomly")  # pytest-recording replays
+    theirs.assert_outcomes(passed=4)
+    cassettes = {p: p.read_bytes() for p in sorted(directory.glob("*.yaml"))}
+    assert sorted(p.name for p in cassettes) == [
+        "TestPages.test_page[1].yaml", "TestPages.test_page[2].yaml", "shared.yaml",
+        "test_plain.yaml"]
+
+    remote.shutdown()
+    remote.server_close()
+    monkeypatch.delenv("PYTHONPATH")  # pytest-recording uninstalled
+    replayed = pytester.runpytest_subprocess("-p", "no:randomly")
+    replayed.assert_outcomes(passed=4)
+    assert "recording-" not in replayed.stdout.str()
+    assert {p: p.read_bytes() for p in cassettes} == cassettes  # not one byte changed
+    assert sorted(directory.glob("*.yaml")) == list(cassettes)  # and no file added
+
+
+def test_pytest_vcr_layout_by_configuration(project, pytester, remote, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    pytester.makeconftest(RESOLVER)
+    pytester.makeini("[pytest]\ndepfakes_cassette_layout = pytest-vcr\n")
+    pytester.makepyfile(**{"tests/test_api": """
+        import os, httpx, pytest
+
+        class TestApi:
+            @pytest.mark.vcr
+            def test_get(self):
+                assert httpx.get(os.environ["REMOTE_BASE"] + "/v").status_code == 200
+    """})
+    pytester.runpytest_subprocess("--record-mode=once").assert_outcomes(passed=1)
+    assert (pytester.path / "tests" / "cassettes" / "TestApi.test_get.yaml").exists()
