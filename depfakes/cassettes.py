@@ -1,8 +1,9 @@
 """vcrpy wiring: where cassettes live, record modes, what is never recorded, scrubbing,
 and the messages for a request that is not in the cassette or a cassette that is broken.
 
-Scrubbing runs on every request vcrpy sees, including the ones it matches against the
-cassette on replay, so a scrubbed value (a token in the query, say) still matches.
+Scrubbing runs only on what a test records, when it is written: replay gives the code the
+cassette's bytes, and an interaction already in a cassette is never rewritten. A scrubbed
+value in a recorded request matches any value when a live request is compared with it.
 """
 
 from __future__ import annotations
@@ -108,8 +109,27 @@ class Scrubber:
     # Project rules (the pytest_depfakes_scrub_* hooks), run after the built-in ones.
     more_request: Callable[[Any], Any] | None = None
     more_response: Callable[[Any], Any] | None = None
+    # Names that are not secret here (a "token" pagination cursor), and whether the
+    # built-in names count at all (values shaped like known tokens always do).
+    kept_names: frozenset[str] = frozenset()
+    builtin_names: bool = True
+
+    @classmethod
+    def from_setting(cls, lines: Iterable[str], **hooks: Any) -> Scrubber:
+        """depfakes_scrub: ``name`` scrubs it too, ``-name`` keeps it, ``off`` turns the
+        built-in names off."""
+        names = [line.strip() for line in lines if line.strip()]
+        return cls(tuple(n for n in names if not n.startswith("-") and n.lower() != "off"),
+                   kept_names=frozenset(n[1:].strip().lower() for n in names
+                                        if n.startswith("-")),
+                   builtin_names="off" not in {n.lower() for n in names}, **hooks)
 
     def secret(self, name: str) -> bool:
+        lowered = name.lower()
+        if lowered in self.kept_names:
+            return False
+        if not self.builtin_names:
+            return lowered in {e.lower() for e in self.extra_names}
         return is_secret_name(name, self.extra_names)
 
     def secret_in_response(self, name: str) -> bool:
@@ -322,41 +342,48 @@ def _structure_problem(data: Any) -> str | None:
 
 def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable[[Any], bool]
               ) -> Any:
-    """A vcr.VCR that never records loopback traffic or what respx answers, and scrubs."""
+    """A vcr.VCR that never records loopback traffic or what respx answers, and scrubs
+    what it writes. Replay gives the code exactly what the cassette holds: nothing is
+    decoded or scrubbed on the way in, and live requests are matched as they are (a
+    scrubbed value in a recorded request matches any value: the secret it replaced)."""
     import vcr
 
     def before_record_request(request: Any) -> Any:
         if is_loopback(urlsplit(request.uri).hostname or "") or answered_elsewhere(request):
             return None  # neither recorded nor replayed: it goes where it goes
-        return scrubber.request(request)
+        return request
 
     # rewrite (pytest-recording's): record the test's interactions afresh. vcrpy has no
     # such mode: what is on disk is not loaded, and is replaced only if the test records.
     recorder = vcr.VCR(
-        serializer="yaml", decode_compressed_response=True,
+        serializer="yaml",
         record_mode="new_episodes" if record_mode == "rewrite" else record_mode,
-        before_record_request=before_record_request, before_record_response=scrubber.response,
+        before_record_request=before_record_request,
         match_on=("method", "scheme", "host", "port", "path", "query"),
     )
-    recorder.depfakes_extras = {}  # cassette path -> more cassettes read with it
-    recorder.register_persister(_parsed_once_persister(
-        recorder.depfakes_extras, ignore_existing=record_mode == "rewrite"))
+    for name, matcher in (("path", _path_matches), ("query", _query_matches)):
+        matcher.__name__ = name  # vcrpy names a failed matcher by its function's name
+        recorder.register_matcher(name, matcher)
+    files = CassetteFiles(scrubber, ignore_existing=record_mode == "rewrite")
+    recorder.depfakes_files = files
+    recorder.register_persister(files.persister())
     return recorder
 
 
 def cassette_options(recorder: Any, path: Path, choice: CassetteChoice | None) -> dict[str, Any]:
     """use_cassette() keywords for a test: a plugin's vcrpy options (vcr_config, the vcr
-    marker's), with depfakes' own filters (loopback and routes never recorded; scrubbing)
-    run after the project's before_record hooks instead of being replaced by them."""
+    marker's), with depfakes' own filter (loopback and routes never recorded) run after
+    the project's before_record_request instead of being replaced by it."""
+    files: CassetteFiles = recorder.depfakes_files
+    files.extras[str(path)] = [str(p) for p in choice.extra] if choice is not None else []
     if choice is None:
         return {}
     options = {k: v for k, v in choice.vcr_options.items() if k != "record_mode"}  # session's
     if "before_record" in options:  # vcrpy's older name
         options["before_record_request"] = options.pop("before_record")
-    for hook in ("before_record_request", "before_record_response"):
-        if hook in options:
-            options[hook] = _chained(options[hook], getattr(recorder, hook))
-    recorder.depfakes_extras[str(path)] = [str(p) for p in choice.extra]
+    if "before_record_request" in options:
+        options["before_record_request"] = _chained(options["before_record_request"],
+                                                    recorder.before_record_request)
     return options
 
 
@@ -374,43 +401,102 @@ def _chained(first: Callable[[Any], Any] | list[Callable[[Any], Any]],
     return run
 
 
-def _parsed_once_persister(extras: dict[str, list[str]], ignore_existing: bool = False
-                           ) -> Any:
-    """vcrpy's file persister, but a cassette file is parsed once per session and content,
-    not once per test: YAML parsing was most of the per-test cost of replay. A cassette
-    with ``extras`` is read together with them (saved alone, as pytest-recording does)."""
-    from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+def _matches(recorded: str, live: str) -> bool:
+    """Equal, or equal but where the recorded text has a scrubbed value (any value there)."""
+    if recorded == live:
+        return True
+    if PLACEHOLDER not in recorded:
+        return False
+    pattern = ".+".join(re.escape(part) for part in recorded.split(PLACEHOLDER))
+    return re.fullmatch(pattern, live, re.S) is not None
 
-    parsed: dict[tuple[str, int, int], Any] = {}
 
-    class ParsedOncePersister(FilesystemPersister):  # type: ignore[misc]
-        @classmethod
-        def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
-            requests: list[Any] = []
-            responses: list[Any] = []
-            paths = [] if ignore_existing else [str(cassette_path)]
-            for path in [*paths, *extras.get(str(cassette_path), [])]:
-                with contextlib.suppress(CassetteNotFoundError):
-                    loaded = cls._load_one(path, serializer)
-                    requests += loaded[0]
-                    responses += loaded[1]
-            if not requests:
-                raise CassetteNotFoundError  # what vcrpy says of a missing file
-            return requests, responses
+def _path_matches(live: Any, recorded: Any) -> None:
+    if not (_matches(recorded.path, live.path) or _matches(live.path, recorded.path)):
+        raise AssertionError(f"{live.path} != {recorded.path}")
 
-        @classmethod
-        def _load_one(cls, cassette_path: Any, serializer: Any) -> Any:
-            try:
-                stat = Path(cassette_path).stat()
-            except OSError:
-                return super().load_cassette(cassette_path, serializer)  # vcrpy's not-found
-            key = (str(cassette_path), stat.st_mtime_ns, stat.st_size)
-            if key not in parsed:
-                parsed[key] = super().load_cassette(cassette_path, serializer)
-            # vcrpy copies each request and response before using them (its filters do).
-            return parsed[key]
 
-    return ParsedOncePersister
+def _query_matches(live: Any, recorded: Any) -> None:
+    ours, theirs = live.query, recorded.query
+    if len(ours) != len(theirs) or not all(
+            a[0] == b[0] and (_matches(b[1], a[1]) or _matches(a[1], b[1]))
+            for a, b in zip(ours, theirs, strict=True)):
+        raise AssertionError(f"{ours} != {theirs}")
+
+
+class CassetteFiles:
+    """How depfakes reads and writes cassette files (vcrpy's persister).
+
+    Read: a file is parsed once per session and content, not once per test (YAML parsing
+    was most of the cost of replay), together with the extra cassettes a test names.
+    Written: the file's own interactions exactly as they are on disk, then what the test
+    recorded, decoded (gzip...) and scrubbed. Nothing already in a cassette is rewritten,
+    and the extras are never copied in."""
+
+    def __init__(self, scrubber: Scrubber, ignore_existing: bool = False) -> None:
+        self.scrubber = scrubber
+        self.ignore_existing = ignore_existing
+        self.extras: dict[str, list[str]] = {}  # cassette path -> more cassettes read with it
+        self.loaded: dict[str, int] = {}  # cassette path -> interactions the test started with
+        self._parsed: dict[tuple[str, int, int], Any] = {}
+
+    def persister(self) -> Any:
+        from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+
+        files = self
+
+        class Persister(FilesystemPersister):  # type: ignore[misc]
+            @classmethod
+            def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
+                requests: list[Any] = []
+                responses: list[Any] = []
+                paths = [] if files.ignore_existing else [str(cassette_path)]
+                for path in [*paths, *files.extras.get(str(cassette_path), [])]:
+                    with contextlib.suppress(CassetteNotFoundError):
+                        more = files.parsed(path, serializer)
+                        requests += more[0]
+                        responses += more[1]
+                if not requests:
+                    raise CassetteNotFoundError  # what vcrpy says of a missing file
+                return requests, responses
+
+            @staticmethod
+            def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
+                FilesystemPersister.save_cassette(
+                    cassette_path, files.to_save(str(cassette_path), cassette_dict, serializer),
+                    serializer)
+
+        return Persister
+
+    def parsed(self, path: str, serializer: Any) -> Any:
+        from vcr.persisters.filesystem import FilesystemPersister
+
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return FilesystemPersister.load_cassette(path, serializer)  # vcrpy's not-found
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._parsed:
+            self._parsed[key] = FilesystemPersister.load_cassette(path, serializer)
+        # vcrpy copies each request and response before using them (its filters do).
+        return self._parsed[key]
+
+    def to_save(self, path: str, cassette: dict[str, Any], serializer: Any) -> dict[str, Any]:
+        from vcr.filters import decode_response
+        from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+
+        first_new = self.loaded.get(path, 0)
+        requests: list[Any] = []
+        responses: list[Any] = []
+        if not self.ignore_existing:
+            with contextlib.suppress(CassetteNotFoundError):  # as it is on disk
+                requests, responses = map(list, FilesystemPersister.load_cassette(
+                    path, serializer))
+        for request, response in zip(cassette["requests"][first_new:],
+                                     cassette["responses"][first_new:], strict=True):
+            requests.append(self.scrubber.request(copy.deepcopy(request)))
+            responses.append(self.scrubber.response(decode_response(copy.deepcopy(response))))
+        return {"requests": requests, "responses": responses}
 
 
 @contextmanager

@@ -41,9 +41,11 @@ def pytest_depfakes_mongo_init(db: Any, config: pytest.Config) -> None:
 
 @pytest.hookspec
 def pytest_depfakes_scrub_request(request: Any) -> None:
-    """Scrub more from a vcrpy ``Request`` (in place) before it is recorded or matched.
+    """Scrub more from a vcrpy ``Request`` (in place) before it is written to a cassette.
 
-    Runs after depfakes' own scrubbing, on replay too, so what you replace still matches.
+    Runs after depfakes' own scrubbing, on what a test recorded only: replay and matching
+    see requests as they are. Replace a value with ``depfakes.cassettes.PLACEHOLDER`` and
+    a live request matches the recorded one whatever its value there.
     """
 
 

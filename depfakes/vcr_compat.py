@@ -104,13 +104,11 @@ def _choice(request: pytest.FixtureRequest) -> CassetteChoice | None:
     item = request.node
     marks = list(item.iter_markers("vcr"))
     layout = _layout(request.config, bool(marks))
-    if layout == "depfakes" and not marks:
-        return None
     options: dict[str, Any] = dict(request.getfixturevalue("vcr_config"))
     for mark in reversed(marks):  # the closest marker's options win
         options.update(mark.kwargs)
     if layout == "depfakes":
-        return CassetteChoice(None, (), options)
+        return CassetteChoice(None, (), options) if options or marks else None
     if layout == "pytest-vcr":
         directory = Path(request.getfixturevalue("vcr_cassette_dir"))
         name = request.getfixturevalue("vcr_cassette_name")

@@ -612,3 +612,123 @@ def test_scrubbing_keeps_what_is_not_secret_byte_for_byte():
     assert b"MULTI-SECRET" not in scrubbed
     assert binary in scrubbed  # the file's bytes, as sent
     assert scrubbed.endswith(f"--{boundary}--\r\n".encode())
+
+
+RECORDED_BODY = ('{"items": [1],  "token": "cursor-2", "quadkey": "0231", '
+                 '"access_token": "tok-1.10"}')
+
+
+def _cassette_yaml(uri: str, body: str, headers: dict[str, list[str]]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"version": 1, "interactions": [{
+        "request": {"method": "GET", "uri": uri, "body": None, "headers": {}},
+        "response": {"status": {"code": 200, "message": "OK"}, "headers": headers,
+                     "body": {"string": body}},
+    }]})
+
+
+def test_replay_gives_the_recorded_bytes_and_new_episodes_keeps_them(project, pytester,
+                                                                     remote, monkeypatch):
+    """A cassette another tool recorded, unscrubbed: replay hands the code its bytes
+    (secret-looking names and all), and recording more into it rewrites none of them."""
+    port = remote.server_address[1]
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{port}")
+    project("""
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_pages():
+            base = os.environ["REMOTE_BASE"]
+            page = httpx.get(base + "/items?token=cursor-1")
+            print("BODY", repr(page.content))
+            assert page.headers["access-control-allow-credentials"] == "true"
+            if os.environ.get("MORE"):
+                httpx.get(base + "/more?api_key=KEY-NEW-SECRET")
+    """, conftest=RESOLVER, name="test_pages")
+    cassette = pytester.path / "cassettes" / "test_pages" / "test_pages.yaml"
+    cassette.parent.mkdir(parents=True)
+    cassette.write_text(_cassette_yaml(
+        f"http://{HOST}:{port}/items?token=cursor-1", RECORDED_BODY,
+        {"Content-Type": ["application/json"], "Access-Control-Allow-Credentials": ["true"],
+         "Set-Cookie": ["sid=OLD-COOKIE"]}))
+    original = cassette.read_bytes()
+
+    replayed = pytester.runpytest_subprocess("-s")
+    replayed.assert_outcomes(passed=1)
+    assert f"BODY {RECORDED_BODY.encode()!r}" in replayed.stdout.str()  # byte for byte
+    assert cassette.read_bytes() == original
+
+    monkeypatch.setenv("MORE", "1")
+    pytester.runpytest_subprocess("--record-mode=new_episodes").assert_outcomes(passed=1)
+    import yaml
+
+    interactions = yaml.safe_load(cassette.read_text())["interactions"]
+    assert interactions[0] == yaml.safe_load(original)["interactions"][0]  # untouched
+    new = interactions[1]
+    assert new["request"]["uri"].endswith("/more?api_key=DEPFAKES-SCRUBBED")
+    assert "KEY-NEW-SECRET" not in cassette.read_text()
+    assert "tok-RESPONSE-SECRET" not in cassette.read_text()  # the new response, scrubbed
+    assert "OLD-COOKIE" in cassette.read_text()  # the old one is not ours to rewrite
+
+
+def test_scrub_names_can_be_narrowed(project, pytester, remote, monkeypatch):
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    project("""
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_cursor():
+            httpx.get(os.environ["REMOTE_BASE"] + "/items?page_token=p2&access_token=SECRET-A")
+    """, conftest=RESOLVER, name="test_cursor", ini="depfakes_scrub =\n    -page_token\n")
+    pytester.runpytest_subprocess("--record-mode=once").assert_outcomes(passed=1)
+    text = (pytester.path / "cassettes" / "test_cursor" / "test_cursor.yaml").read_text()
+    assert "page_token=p2" in text  # kept, as configured
+    assert "SECRET-A" not in text  # the rest of the built-in rules still apply
+
+
+def test_a_cassette_recorded_with_filter_query_parameters_replays(project, pytester,
+                                                                  remote, monkeypatch):
+    port = remote.server_address[1]
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{port}")
+    project("""
+        import os, httpx, pytest
+
+        @pytest.fixture
+        def vcr_config():
+            return {"filter_query_parameters": ["api_key"]}
+
+        @pytest.mark.deps("http")
+        def test_search():
+            assert httpx.get(os.environ["REMOTE_BASE"] + "/search?q=x&api_key=LIVE").json() \\
+                == {"hits": 1}
+    """, conftest=RESOLVER, name="test_search")
+    cassette = pytester.path / "cassettes" / "test_search" / "test_search.yaml"
+    cassette.parent.mkdir(parents=True)
+    cassette.write_text(_cassette_yaml(f"http://{HOST}:{port}/search?q=x", '{"hits": 1}',
+                                       {"Content-Type": ["application/json"]}))
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_recorded_token_cursor_paginates_in_order(project, pytester, remote, monkeypatch):
+    """Pages fetched with ?token=<cursor> are recorded with the cursor scrubbed; on replay
+    each page's request matches its own recording (a scrubbed value matches any), in order."""
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    project("""
+        import os, httpx, pytest
+
+        @pytest.mark.deps("http")
+        def test_all_pages():
+            base, paths, cursor = os.environ["REMOTE_BASE"], [], None
+            for page in range(3):
+                url = base + f"/page{page}" + (f"?token={cursor}" if cursor else "")
+                paths.append(httpx.get(url).json()["path"])
+                cursor = f"c{page}"
+            assert paths == ["/page0", "/page1", "/page2"]
+    """, conftest=RESOLVER, name="test_all_pages")
+    pytester.runpytest_subprocess("--record-mode=once").assert_outcomes(passed=1)
+    text = (pytester.path / "cassettes" / "test_all_pages" / "test_all_pages.yaml").read_text()
+    assert text.count("token=DEPFAKES-SCRUBBED") == 2
+    remote.shutdown()
+    remote.server_close()
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)

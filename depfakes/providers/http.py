@@ -135,8 +135,11 @@ class HttpProvider(Provider):
                 "or \"auto\" (the default: pytest-recording's for tests marked "
                 "@pytest.mark.vcr, depfakes' for the others).", default="auto",
                 choices=("auto", "depfakes", "pytest-recording", "pytest-vcr"), cli=False),
-        Setting("scrub", "More header, parameter or JSON field names to scrub from cassettes, "
-                "one per line.", type="lines", default=list),
+        Setting("scrub", "Names of headers, parameters or JSON fields to scrub from what is "
+                "recorded, one per line, besides the built-in ones; '-name' keeps a name the "
+                "built-in rules would scrub (a 'token' pagination cursor), 'off' turns the "
+                "built-in names off (values shaped like known tokens are still scrubbed).",
+                type="lines", default=list),
     )
     options: ClassVar[Mapping[str, Option]] = {
         "assert_all_called": Option(False, "Fail the test if a respx route was never called.",
@@ -161,8 +164,8 @@ class HttpProvider(Provider):
         self._cassette_root = Path(ctx.config.rootpath) / ctx.settings.get("cassette_dir")
         self._current: Any = None
         hook = ctx.config.hook
-        scrubber = Scrubber(
-            tuple(ctx.settings.get("scrub")),
+        scrubber = Scrubber.from_setting(
+            ctx.settings.get("scrub"),
             more_request=lambda request: hook.pytest_depfakes_scrub_request(request=request),
             more_response=lambda response: hook.pytest_depfakes_scrub_response(
                 response=response),
@@ -189,6 +192,8 @@ class HttpProvider(Provider):
                 handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
                     str(path), allow_playback_repeats=options["playback_repeats"],
                     **cassette_options(self._vcr, path, choice)))
+                # What the test recorded comes after this (the only part scrubbed).
+                self._vcr.depfakes_files.loaded[str(path)] = len(handle.cassette.data)
                 handle._exits.enter_context(clearer_missing_message())
             recording = handle.cassette is not None and not handle.cassette.write_protected
             router.recording = recording  # type: ignore[attr-defined]
