@@ -198,6 +198,16 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         choices=("auto", "off"),
     ),
     Setting(
+        "session_env",
+        "Environment variables set for the whole session from a server's own address, one "
+        "'VAR = dependency.attribute' per line (e.g. 'PG* = postgres', 'ADMIN_URL = "
+        "postgres.dsn': its maintenance database), for code that makes its own databases "
+        "there. The server starts for the session, whichever tests run.",
+        type="lines",
+        default=list,
+        cli=False,
+    ),
+    Setting(
         "env",
         "Environment variables to set for each test from handle attributes, one "
         "'VAR = dependency.attribute' per line, e.g. 'REDIS_URL = redis.url'.",

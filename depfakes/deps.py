@@ -150,17 +150,30 @@ def expand_env_lines(lines: Sequence[str]) -> list[str]:
     return expanded
 
 
-def parse_env_lines(lines: Sequence[str]) -> None:
+def parse_env_lines(lines: Sequence[str], setting: str = "depfakes_env") -> None:
     """Check ini ``depfakes_env`` lines up front so a typo fails the session, not a test."""
     for line in lines:
         var, sep, target = line.partition("=")
         if not sep or not var.strip():
-            raise ValueError(f"depfakes_env line {line!r}: expected 'VAR = dependency.attribute'")
+            raise ValueError(f"{setting} line {line!r}: expected 'VAR = dependency.attribute'")
         name = target.strip().partition(".")[0]
         if name not in registry.names():
-            raise ValueError(f"depfakes_env line {line!r}: unknown dependency '{name}'; "
+            raise ValueError(f"{setting} line {line!r}: unknown dependency '{name}'; "
                              f"known: {', '.join(registry.names())}")
         check_env_target(var.strip(), target.strip(), [name])
+
+
+def session_environment(runtime: Runtime, node: Any, lines: Sequence[str]) -> dict[str, str]:
+    """``depfakes_session_env``: each variable from its server's handle (started now if
+    it is not yet)."""
+    values: dict[str, str] = {}
+    for line in lines:
+        var, _, target = line.partition("=")
+        name, _, attr = target.strip().partition(".")
+        value = getattr(runtime.provider_for(node, name, None).server_handle(), attr)
+        if value is not None:
+            values[var.strip()] = str(value)
+    return values
 
 
 def _inject_env(monkeypatch: pytest.MonkeyPatch, deps: Deps, spec: DepsSpec,

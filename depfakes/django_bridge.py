@@ -124,6 +124,9 @@ class DjangoBridge:
             if not self._migrated:  # resolved before, or no request to resolve it with
                 with _blocker(self._config).unblock():
                     self.migrate(not self._config.getoption("nomigrations", False))
+        except Exception as exc:
+            exc.where = "Django's migrate (depfakes' Django bridge, or your django_db_setup)"  # type: ignore[attr-defined]
+            raise
         finally:
             self.building = False
             self.close_connections()  # a template must have no connections to be copied

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from depfakes import vcr_compat
-from depfakes.deps import Deps, open_deps
+from depfakes.deps import Deps, open_deps, session_environment
 from depfakes.errors import MarkerError
 from depfakes.marker import EMPTY_SPEC, DepsSpec, spec_for
 from depfakes.network import restricted
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from depfakes.providers.s3 import S3Handle
 
 __all__ = [
-    "_depfakes_autouse", "deps", "http", "mongo", "postgres", "pytest_plugins", "redis", "s3",
+    "_depfakes_autouse", "_depfakes_session_env", "deps", "http", "mongo", "postgres",
+    "pytest_plugins", "redis", "s3",
 ]
 
 pytest_plugins = ["depfakes"]
@@ -47,6 +48,21 @@ def deps(request: pytest.FixtureRequest) -> Iterator[Deps]:
             yield opened
         finally:
             del item.stash[DEPS_KEY]  # items live all session; handles must not
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _depfakes_session_env(request: pytest.FixtureRequest) -> Iterator[None]:
+    # depfakes_session_env: before any other session fixture (autouse ones come first),
+    # so a project's own session fixtures find the server's address in the environment.
+    state = session_state(request.config)
+    if not state.session_env_lines:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for var, value in session_environment(state.runtime, request.node,
+                                              state.session_env_lines).items():
+            monkeypatch.setenv(var, value)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from depfakes.deps import expand_env_lines, parse_env_lines, verify
 from depfakes.errors import DepfakesError, MarkerError, MissingExtra
 from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixtures
     _depfakes_autouse,
+    _depfakes_session_env,
     deps,
     http,
     mongo,
@@ -70,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
                              f"dependencies are {', '.join(registry.names())}")
         env_lines = expand_env_lines(settings.get("env"))
         parse_env_lines(env_lines)
+        session_env_lines = expand_env_lines(settings.get("session_env"))
+        parse_env_lines(session_env_lines, "depfakes_session_env")
         validate_choices(settings.get("backend"),
                          {name: registry.get(name) for name in registry.names()})
     except (SettingError, ValueError, DepfakesError) as exc:
@@ -77,7 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", {})  # set on pytest-xdist workers
     shared = (SharedRun.from_workerinput(workerinput[WORKERINPUT_KEY])
               if WORKERINPUT_KEY in workerinput else None)
-    config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines)
+    config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines,
+                                           session_env_lines)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -160,6 +164,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         spec = item.stash.get(SPEC_KEY, None)
         if spec:
             _start(session.config, spec.versions.items())
+    state = session_state(session.config)
+    if session.items and state.session_env_lines:  # their servers serve every test
+        _start(session.config, [(line.partition("=")[2].strip().partition(".")[0], None)
+                                for line in state.session_env_lines])
 
 
 @pytest.hookimpl(wrapper=True)

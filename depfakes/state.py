@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class SessionState:
     runtime: Runtime
     env_lines: list[str] = field(default_factory=list)
+    session_env_lines: list[str] = field(default_factory=list)
     # On a pytest-xdist controller: the servers its workers share, stopped at its end.
     shared_run: SharedRun | None = None
 

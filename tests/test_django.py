@@ -152,3 +152,24 @@ def test_off_leaves_pytest_django_alone(django_project, monkeypatch):
     result = django_project.runpytest_subprocess("tests/test_models.py", "-k", "seeded")
     result.assert_outcomes(passed=2, deselected=10)
     assert "postgres" not in result.stdout.str()
+
+
+def test_a_failing_migration_is_reported_as_such(django_project):
+    (django_project.path / "catalog" / "migrations" / "0003_broken.py").write_text(
+        textwrap.dedent("""
+        from django.db import migrations
+
+        def fail(apps, schema_editor):
+            raise ValueError("this migration is broken")
+
+        class Migration(migrations.Migration):
+            dependencies = [("catalog", "0002_seed_categories")]
+            operations = [migrations.RunPython(fail)]
+        """))
+    result = django_project.runpytest_subprocess("tests/test_models.py", "-k", "seeded")
+    result.assert_outcomes(errors=2, deselected=10)
+    result.stdout.fnmatch_lines([
+        "*Django's migrate (depfakes' Django bridge, or your django_db_setup) failed while "
+        "building the template*",
+        "*ValueError: this migration is broken*",
+    ])

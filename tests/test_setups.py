@@ -270,3 +270,53 @@ def test_a_start_thread_import_survives_a_test_swapping_warning_filters(tmp_path
         thread.join(10)
     assert errors == []
     assert "like_requests" in sys.modules
+
+
+def test_session_env_serves_a_suite_that_makes_its_own_databases(project, pytester):
+    """A project whose own fixtures create a template and a database per test through
+    libpq's variables (as procrastinate's do) moves over by configuration alone."""
+    need(local_ok(), "PostgreSQL binaries")
+    project("""
+        import os
+        import psycopg
+        import pytest
+
+        @pytest.mark.parametrize("run", range(2))
+        def test_own_database(own_db, run):
+            with psycopg.connect("", dbname=own_db) as conn:
+                conn.execute("INSERT INTO items VALUES (1)")
+                assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 1
+
+        @pytest.mark.deps("postgres")
+        def test_declared_gets_its_own(postgres):
+            assert os.environ["PGDATABASE"] == postgres.dbname  # per test, as depfakes_env says
+
+        def test_after_a_declared_one(own_db):
+            assert os.environ["PGDATABASE"] == "postgres"  # the session's value again
+    """, conftest="""
+        import itertools
+        import os
+
+        import psycopg
+        import pytest
+
+        numbers = itertools.count()
+
+        @pytest.fixture(scope="session")
+        def own_template():
+            assert os.environ["PGDATABASE"] == "postgres"
+            with psycopg.connect("", autocommit=True) as conn:
+                conn.execute("CREATE DATABASE own_template")
+            with psycopg.connect("", dbname="own_template") as conn:
+                conn.execute("CREATE TABLE items (id int)")
+            return "own_template"
+
+        @pytest.fixture
+        def own_db(own_template):
+            name = f"own_{next(numbers)}"
+            with psycopg.connect("", autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name} TEMPLATE {own_template}")
+            return name
+    """, ini="depfakes_session_env = PG* = postgres\ndepfakes_env = PG* = postgres\n"
+             "addopts = -p no:randomly --deps-backend postgres=local")
+    pytester.runpytest_subprocess().assert_outcomes(passed=4)

@@ -117,8 +117,9 @@ class InitHookFailed(DepfakesError):
                 part in tb.tb_frame.f_code.co_filename for part in ("pluggy", "depfakes")):
             tb = tb.tb_next
         frames = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
-        super().__init__(f"its init hook (pytest_depfakes_{dependency}_init or depfakes_"
-                         f"{dependency}_init) failed while building the template:\n{frames}")
+        where = getattr(error, "where", None) or (
+            f"its init hook (pytest_depfakes_{dependency}_init or depfakes_{dependency}_init)")
+        super().__init__(f"{where} failed while building the template:\n{frames}")
 
 
 class MissingInitTarget(DepfakesError, ValueError):
@@ -211,6 +212,12 @@ class Provider(ABC):
 
     def verify(self, handle: Any) -> None:  # noqa: B027 - optional hook
         """Called after a passing test body; raise ``pytest.fail`` to fail the test."""
+
+    def server_handle(self) -> Any:
+        """A handle on the server itself rather than a test's database, for
+        ``depfakes_session_env`` (code that makes its own databases there)."""
+        raise DepfakesError(f"'{self.name}' has no server a session-wide variable could name "
+                            "(depfakes_session_env); map it per test with depfakes_env")
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Release session-level state."""

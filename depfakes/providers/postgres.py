@@ -507,6 +507,11 @@ class PostgresProvider(Provider):
             for name in handle.created:
                 self._pool.drop_later(name)
 
+    def server_handle(self) -> PostgresHandle:
+        """The server's maintenance database (PGDATABASE=postgres with ``PG*``)."""
+        return PostgresHandle(self._admin_url, unquote(urlsplit(self._admin_url).path[1:])
+                              or "postgres", "database")
+
     def stop(self) -> None:
         try:
             if self._txn is not None:
