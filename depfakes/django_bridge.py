@@ -112,7 +112,7 @@ class DjangoBridge:
         runtime = session_state(self._config).runtime
         runtime.main_thread.run(lambda item: self._build(item, dsn))
 
-    def _build(self, item: pytest.Item, dsn: str) -> None:
+    def _build(self, item: pytest.Item | None, dsn: str) -> None:
         """On the main thread: migrate the template through ``django_db_setup``."""
         self._point(_address(dsn))
         # pytest's request of the waiting test: a session fixture is resolved through one.

@@ -53,12 +53,14 @@ class MainThreadWork:
     a test's request can resolve. Jobs get the waiting test's item."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[pytest.Item], Any], Future[Any]] | None] \
-            = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[pytest.Item | None], Any], Future[Any]] | None] = queue.SimpleQueue()
         self._closed = False
 
-    def run(self, job: Callable[[pytest.Item], T]) -> T:
+    def run(self, job: Callable[[pytest.Item | None], T]) -> T:
         """Do ``job`` on the main thread, from a background start; wait for its result."""
+        if threading.current_thread() is threading.main_thread():
+            return job(None)  # no test to wait for it: do it now
         done: Future[T] = Future()
         self._jobs.put((job, done))
         if self._closed:

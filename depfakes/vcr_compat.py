@@ -8,11 +8,13 @@ comma-separated), its ``block_network`` and ``default_cassette`` markers and its
 
 When pytest-recording is loaded too (a gradual migration, a transitive dependency), it
 keeps its own flags, markers and fixtures, and depfakes answers to its ``--deps-*``
-spellings only: pytest starts either way, and one plugin owns each flag.
+spellings only: pytest starts either way, and one plugin owns each flag. With pytest-vcr
+loaded, its ``vcr`` marker and fixtures stay its own too.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -27,21 +29,27 @@ from depfakes.cassettes import CHOICE_KEY, CassetteChoice
 from depfakes.state import SPEC_KEY
 
 PLUGIN = "recording"  # pytest-recording's plugin name (its pytest11 entry point)
-MODULE = "pytest_recording.plugin"
+# Plugin name -> module, for -p <module>; "vcr" is pytest-vcr.
+MODULES = {PLUGIN: "pytest_recording.plugin", "vcr": "pytest_vcr"}
 # Its flags, which depfakes takes as aliases of its own settings when it is absent.
 FLAGS = ("--record-mode", "--block-network", "--allowed-hosts")
 LAYOUTS = ("auto", "depfakes", "pytest-recording", "pytest-vcr")
 _FORBIDDEN = "<>?%*:|\"'/\\"  # pytest-recording replaces these in cassette names with "-"
 
 
-def loaded(pluginmanager: pytest.PytestPluginManager) -> bool:
-    """Whether pytest-recording is, or is about to be, loaded: entry points register one
-    by one, so it may come after depfakes' options are added."""
-    if pluginmanager.has_plugin(PLUGIN) or pluginmanager.has_plugin(MODULE):
+def loaded(pluginmanager: pytest.PytestPluginManager, plugin: str = PLUGIN) -> bool:
+    """Whether pytest-recording (or pytest-vcr: ``plugin="vcr"``) is, or is about to be,
+    loaded: entry points register one by one, so it may come after depfakes' options."""
+    if pluginmanager.has_plugin(plugin) or pluginmanager.has_plugin(MODULES[plugin]):
         return True
-    if pluginmanager.is_blocked(PLUGIN) or os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+    if pluginmanager.is_blocked(plugin) or os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         return False
-    return any(entry.name == PLUGIN for entry in entry_points(group="pytest11"))
+    return plugin in _installed()
+
+
+@functools.cache
+def _installed() -> set[str]:  # reading every distribution's entry points costs ~5 ms
+    return {entry.name for entry in entry_points(group="pytest11")}
 
 
 def add_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -50,8 +58,9 @@ def add_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def register(config: pytest.Config) -> None:
-    """Serve the vocabulary, unless pytest-recording itself is there to."""
-    if loaded(config.pluginmanager):
+    """Serve the vocabulary, unless pytest-recording or pytest-vcr is there to (their
+    fixtures and markers are theirs then: tests declare deps("http") to use depfakes')."""
+    if loaded(config.pluginmanager) or loaded(config.pluginmanager, "vcr"):
         return
     for line in (
         "vcr(*extra_cassettes, **vcr_options): replay (or record) this test's cassette: "

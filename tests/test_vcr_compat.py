@@ -205,3 +205,21 @@ def test_pytest_vcr_layout_by_configuration(project, pytester, remote, monkeypat
     """})
     pytester.runpytest_subprocess("--record-mode=once").assert_outcomes(passed=1)
     assert (pytester.path / "tests" / "cassettes" / "TestApi.test_get.yaml").exists()
+
+
+def test_with_pytest_vcr_installed_its_marker_and_fixtures_stay_its_own(
+        project, pytester, remote, monkeypatch, tmp_path):  # noqa: F811
+    target = tmp_path / "pytest-vcr"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--target", str(target), "pytest-vcr>=1.0"], check=True)
+    monkeypatch.setenv("PYTHONPATH", str(target))
+    monkeypatch.setenv("REMOTE_BASE", f"http://{HOST}:{remote.server_address[1]}")
+    project(VCR_AND_DEPS.replace("def test_pytest_recording_records():",
+                                 "def test_pytest_recording_records(vcr):\n"
+                                 "    assert hasattr(vcr, 'use_cassette')  # pytest-vcr's VCR"),
+            conftest=RESOLVER, name="test_both")
+    result = pytester.runpytest_subprocess("--vcr-record=once", "--record-mode=once",
+                                           "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert (pytester.path / "cassettes" / "test_pytest_recording_records.yaml").exists()
+    assert (pytester.path / "cassettes" / "test_both" / "test_depfakes_records.yaml").exists()
