@@ -255,7 +255,9 @@ def test_record_mode_none_is_authoritative(project, pytester, remote, monkeypatc
     result = pytester.runpytest_subprocess("test_clients.py", "-p", "no:randomly")
     result.assert_outcomes(failed=6)
     result.stdout.fnmatch_lines([f"*depfakes: network access to {HOST}:* is refused (this test "
-                                 "declares 'http'). Stub it with deps.http.mock, record it*"])
+                                 "declares 'http'; no cassette at */cassettes/test_clients/"
+                                 "test_*.yaml (record mode 'none')). Stub it with "
+                                 "deps.http.mock, record it*"])
     assert not (pytester.path / "cassettes").exists()
 
 

@@ -197,9 +197,11 @@ class HttpProvider(Provider):
                 handle._exits.enter_context(clearer_missing_message())
             recording = handle.cassette is not None and not handle.cassette.write_protected
             router.recording = recording  # type: ignore[attr-defined]
-            handle._exits.enter_context(restricted(
-                "this test declares 'http'" + (", recording" if recording else ""),
-                self._allow_hosts, allow_all=recording))
+            why = "this test declares 'http'" + (", recording" if recording else "")
+            if handle.cassette is None:  # say where a cassette was looked for
+                why += f"; no cassette at {path} (record mode '{self._record_mode}')"
+            handle._exits.enter_context(restricted(why, self._allow_hosts,
+                                                   allow_all=recording))
         except BaseException:
             handle._exits.close()
             raise
