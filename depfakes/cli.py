@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -24,6 +25,7 @@ from depfakes.cassettes import (
     PLACEHOLDER,
     TOKEN_SHAPES,
     BrokenCassette,
+    Scrubber,
     check_loadable,
     is_secret_name,
 )
@@ -53,13 +55,58 @@ class Finding:
         return f"{self.path}:{self.line}: {self.message}"
 
 
-def check_cassettes(paths: Sequence[Path]) -> tuple[int, list[Finding]]:
-    """Return (cassettes checked, findings) for every .yaml/.yml file under ``paths``."""
+def check_cassettes(paths: Sequence[Path], allow: Sequence[str] = ()
+                    ) -> tuple[int, list[Finding]]:
+    """Return (cassettes checked, findings) for every .yaml/.yml file under ``paths``;
+    names in ``allow`` (headers, parameters, fields) are never reported."""
     files = sorted({f for p in paths for f in _cassette_files(p)})
+    allowed = frozenset(name.lower() for name in allow)
     findings: list[Finding] = []
     for path in files:
-        findings.extend(_check_file(path))
+        findings.extend(_check_file(path, allowed))
     return len(files), findings
+
+
+# Directories no project keeps its cassettes in.
+_SKIPPED_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "site-packages", ".tox",
+                           ".nox", "__pycache__", "build", "dist"})
+
+
+def default_cassette_dirs(root: Path) -> list[Path]:
+    """Where a project's cassettes are: the configured depfakes_cassette_dir, and every
+    directory named ``cassettes`` (depfakes', pytest-recording's and pytest-vcr's layouts)."""
+    found = [root / name for name in _configured_cassette_dirs(root)]
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        for child in sorted(directory.iterdir()) if directory.is_dir() else []:
+            if child.is_dir() and child.name not in _SKIPPED_DIRS and \
+                    not child.name.startswith("."):
+                (found.append if child.name == "cassettes" else stack.append)(child)
+    return sorted({path for path in found if path.is_dir()})
+
+
+def _configured_cassette_dirs(root: Path) -> list[str]:
+    """depfakes_cassette_dir from the project's pytest configuration (as pytest reads it)."""
+    import configparser
+
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and sys.version_info >= (3, 11):  # tomllib; 3.10: the ini files
+        import tomllib
+
+        with contextlib.suppress(ValueError):
+            options = tomllib.loads(pyproject.read_text()).get("tool", {}).get(
+                "pytest", {}).get("ini_options", {})
+            if "depfakes_cassette_dir" in options:
+                return [str(options["depfakes_cassette_dir"])]
+    for name, section in (("pytest.ini", "pytest"), ("tox.ini", "pytest"),
+                          ("setup.cfg", "tool:pytest")):
+        parser = configparser.ConfigParser()
+        with contextlib.suppress(configparser.Error, OSError):
+            parser.read(root / name)
+            if parser.has_option(section, "depfakes_cassette_dir"):
+                return [parser.get(section, "depfakes_cassette_dir").strip()]
+    return []
 
 
 def _cassette_files(path: Path) -> Iterator[Path]:
@@ -69,7 +116,7 @@ def _cassette_files(path: Path) -> Iterator[Path]:
         yield from (p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _check_file(path: Path) -> list[Finding]:
+def _check_file(path: Path, allowed: frozenset[str] = frozenset()) -> list[Finding]:
     try:
         check_loadable(path)
     except BrokenCassette as exc:
@@ -77,10 +124,10 @@ def _check_file(path: Path) -> list[Finding]:
     import yaml
 
     text = path.read_text()
-    data = yaml.safe_load(text)
+    data = _located(yaml.compose(text))
     findings = []
-    for where, value in _secret_values(data):
-        findings.append(Finding(path, _line_of(text, value), f"looks like a secret: {where}"))
+    for where, value in _secret_values(data, allowed):
+        findings.append(Finding(path, _line_of(value), f"looks like a secret: {where}"))
     for label, pattern in _SECRET_PATTERNS.items():
         for match in pattern.finditer(text):
             findings.append(Finding(path, text.count("\n", 0, match.start()) + 1,
@@ -88,28 +135,37 @@ def _check_file(path: Path) -> list[Finding]:
     return sorted(set(findings), key=lambda f: (f.line, f.message))
 
 
-def _secret_values(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _secret_values(data: dict[str, Any], allowed: frozenset[str] = frozenset()
+                   ) -> Iterator[tuple[str, Any]]:
+    def secret(name: str, value: Any, side: str) -> bool:
+        if name.lower() in allowed or not _unscrubbed(value):
+            return False
+        if side.startswith("response"):  # "key", "code": data there (S3's <Key>, errors)
+            return Scrubber().secret_in_response(name)
+        return is_secret_name(name)
+
     for number, interaction in enumerate(data.get("interactions", []), start=1):
         request, response = interaction["request"], interaction["response"]
         for side, headers in (("request", request.get("headers")),
                               ("response", response.get("headers"))):
             for name, values in (headers or {}).items():
                 for value in values if isinstance(values, list) else [values]:
-                    if is_secret_name(name) and _unscrubbed(value):
-                        yield f"{side} header {name} (interaction {number})", str(value)
+                    if secret(name, value, side):
+                        yield f"{side} header {name} (interaction {number})", value
                     elif side == "request" and name.lower() not in _NOT_SECRET_HEADERS and \
-                            _random_looking(str(value)):
+                            name.lower() not in allowed and _random_looking(str(value)):
                         yield (f"request header {name} (interaction {number}) holds a "
-                               "random-looking value"), str(value)
-        for name, value in parse_qsl(urlsplit(request["uri"]).query):
-            if is_secret_name(name) and _unscrubbed(value):
-                yield f"query parameter {name} (interaction {number})", value
+                               "random-looking value"), value
+        uri = request["uri"]
+        for name, value in parse_qsl(urlsplit(uri).query):
+            if secret(name, value, "request"):
+                yield f"query parameter {name} (interaction {number})", _within(uri, value)
         bodies = [("request body", request.get("body")),
                   ("response body", (response.get("body") or {}).get("string"))]
         for side, body in bodies:
             for name, value in _body_fields(body):
-                if is_secret_name(name) and _unscrubbed(value):
-                    yield f"{side} field {name} (interaction {number})", value
+                if secret(name, value, side):
+                    yield f"{side} field {name} (interaction {number})", _within(body, value)
 
 
 def _body_fields(body: Any) -> Iterator[tuple[str, str]]:
@@ -154,14 +210,51 @@ def _random_looking(value: str) -> bool:
     return False
 
 
+# What other tools and people write instead of a secret ("<REDACTED>", "XXXX", "dummy").
+_PLACEHOLDERS = re.compile(r"(?i)redacted|filtered|scrubbed|dummy|placeholder|masked|"
+                           r"removed|^<[^>]*>$|^\{\{.*\}\}$|^(.)\1*$")
+
+
 def _unscrubbed(value: Any) -> bool:
+    """A value that could be a secret: not empty, a placeholder, a flag or a number."""
     text = str(value).strip()
-    return bool(text) and PLACEHOLDER not in text
+    return bool(text) and PLACEHOLDER not in text and not _PLACEHOLDERS.search(text) and \
+        text.lower() not in ("true", "false", "null", "none") and \
+        not re.fullmatch(r"[\d.:-]+", text)
 
 
-def _line_of(text: str, value: str) -> int:
-    index = text.find(value)
-    return text.count("\n", 0, index) + 1 if index >= 0 else 1
+class _Located(str):
+    """A YAML scalar that knows the line it starts on."""
+
+    line: int = 1
+
+
+def _located(node: Any) -> Any:
+    """A composed YAML document as plain values, its strings carrying their line."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return {str(_located(key)): _located(value) for key, value in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_located(item) for item in node.value]
+    if node is None or node.tag.endswith(":null"):
+        return None
+    scalar = _Located(node.value)
+    scalar.line = node.start_mark.line + 1
+    return scalar
+
+
+def _within(text: Any, value: str) -> Any:
+    """``value`` found in a located scalar ``text``: located at the line it is on."""
+    located = _Located(value)
+    start = getattr(text, "line", 1)
+    index = str(text).find(value) if text is not None else -1
+    located.line = start + (str(text).count("\n", 0, index) if index >= 0 else 0)
+    return located
+
+
+def _line_of(value: Any) -> int:
+    return int(getattr(value, "line", 1))
 
 
 def _error_line(exc: Exception) -> int:
@@ -273,8 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     cassettes = commands.add_parser("cassettes", help="work with HTTP cassettes")
     actions = cassettes.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="find secrets and broken files in cassettes")
-    check.add_argument("paths", nargs="*", type=Path, default=[Path("cassettes")],
-                       help="files or directories (default: ./cassettes)")
+    check.add_argument("paths", nargs="*", type=Path,
+                       help="files or directories (default: the configured "
+                            "depfakes_cassette_dir and every 'cassettes' directory here)")
+    check.add_argument("--allow", action="append", default=[], metavar="NAME",
+                       help="a header, parameter or field name that holds no secret here "
+                            "(a pagination 'token', say); repeatable")
     return parser
 
 
@@ -289,7 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "offline":
         return _offline(args.argv)
 
-    checked, findings = check_cassettes(args.paths)
+    paths = args.paths or default_cassette_dirs(Path())
+    checked, findings = check_cassettes(paths, args.allow)
+    if not checked:
+        where = ", ".join(str(p) for p in paths) or "no 'cassettes' directory here"
+        print(f"depfakes: no cassettes found ({where}): name the files or directories your "
+              "cassettes are in, e.g. depfakes cassettes check tests/cassettes",
+              file=sys.stderr)
+        return 1
     for finding in findings:
         print(finding)
     noun = "cassette" if checked == 1 else "cassettes"

@@ -203,3 +203,67 @@ def test_doctor_says_a_missing_image_needs_a_pull_and_what_runs_without_one(proj
     assert ("postgres   declared by 1 test(s)      -> docker (after pulling its image; if no "
             "registry is reachable, local)") in result.stdout
     assert "needs a pull: image local/no-such-postgres:1 is not present locally" in result.stdout
+
+
+CURSORS = textwrap.dedent("""\
+    interactions:
+    - request:
+        body: null
+        headers:
+          Authorization:
+          - <REDACTED>
+          X-Api-Key:
+          - XXXXXXXX
+        method: GET
+        uri: https://api.example.com/tiles?quadkey=0231&page=2
+      response:
+        body:
+          string: '{"items": [], "token": "eyAbc-next-page", "has_more": true, "note": "same"}'
+        headers:
+          Access-Control-Allow-Credentials:
+          - 'true'
+        status:
+          code: 200
+          message: OK
+    - request:
+        body: '{"note": "same", "password": "hunter2-real"}'
+        headers: {}
+        method: POST
+        uri: https://api.example.com/login
+      response:
+        body:
+          string: ''
+        headers: {}
+        status:
+          code: 204
+          message: No Content
+    version: 1
+""")
+
+
+def test_check_finds_the_layouts_of_other_plugins_and_fails_on_nothing(tmp_path):
+    assert "no cassettes found" in run("cassettes", "check", cwd=tmp_path).stderr
+    assert run("cassettes", "check", cwd=tmp_path).returncode == 1  # a CI gate checking nothing
+    recorded = tmp_path / "tests" / "api" / "cassettes" / "test_tiles"  # pytest-recording's
+    recorded.mkdir(parents=True)
+    (recorded / "test_page.yaml").write_text(CURSORS)
+    result = run("cassettes", "check", cwd=tmp_path)
+    assert "1 cassette checked, 2 finding(s)" in result.stderr
+    where = Path("tests/api/cassettes/test_tiles/test_page.yaml")
+    # Placeholders, flags, CORS, tile keys: no findings. The secrets: found on their lines.
+    assert result.stdout.splitlines() == [
+        f"{where}:13: looks like a secret: response body field token (interaction 1)",
+        f"{where}:21: looks like a secret: request body field password (interaction 2)",
+    ]
+    allowed = run("cassettes", "check", "--allow", "token", cwd=tmp_path)
+    assert allowed.stdout.splitlines() == [
+        f"{where}:21: looks like a secret: request body field password (interaction 2)"]
+
+
+def test_check_reads_the_configured_cassette_dir(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\ndepfakes_cassette_dir = recorded\n")
+    (tmp_path / "recorded").mkdir()
+    (tmp_path / "recorded" / "leaky.yaml").write_text(LEAKY)
+    result = run("cassettes", "check", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "1 cassette checked, 5 finding(s)" in result.stderr
