@@ -483,15 +483,14 @@ class CassetteFiles:
 
     def to_save(self, path: str, cassette: dict[str, Any], serializer: Any) -> dict[str, Any]:
         from vcr.filters import decode_response
-        from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+        from vcr.persisters.filesystem import CassetteNotFoundError
 
         first_new = self.loaded.get(path, 0)
         requests: list[Any] = []
         responses: list[Any] = []
         if not self.ignore_existing:
             with contextlib.suppress(CassetteNotFoundError):  # as it is on disk
-                requests, responses = map(list, FilesystemPersister.load_cassette(
-                    path, serializer))
+                requests, responses = map(list, self.parsed(path, serializer))
         for request, response in zip(cassette["requests"][first_new:],
                                      cassette["responses"][first_new:], strict=True):
             requests.append(self.scrubber.request(copy.deepcopy(request)))

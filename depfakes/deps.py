@@ -163,16 +163,22 @@ def parse_env_lines(lines: Sequence[str], setting: str = "depfakes_env") -> None
         check_env_target(var.strip(), target.strip(), [name])
 
 
+def env_line_parts(line: str) -> tuple[str, str, str]:
+    """``VAR = dependency.attribute`` -> (VAR, dependency, attribute)."""
+    var, _, target = line.partition("=")
+    name, _, attr = target.strip().partition(".")
+    return var.strip(), name, attr
+
+
 def session_environment(runtime: Runtime, node: Any, lines: Sequence[str]) -> dict[str, str]:
     """``depfakes_session_env``: each variable from its server's handle (started now if
     it is not yet)."""
     values: dict[str, str] = {}
     for line in lines:
-        var, _, target = line.partition("=")
-        name, _, attr = target.strip().partition(".")
+        var, name, attr = env_line_parts(line)
         value = getattr(runtime.provider_for(node, name, None).server_handle(), attr)
         if value is not None:
-            values[var.strip()] = str(value)
+            values[var] = str(value)
     return values
 
 

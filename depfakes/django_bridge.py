@@ -105,7 +105,7 @@ class DjangoBridge:
 
     @pytest.hookimpl
     def pytest_depfakes_postgres_template_key(self, config: pytest.Config) -> str:
-        return migrations_key(not config.getoption("nomigrations", False))
+        return migrations_key(_use_migrations(config))
 
     @pytest.hookimpl(tryfirst=True)  # before the project's own hooks, which may add rows
     def pytest_depfakes_postgres_init(self, dsn: str) -> None:
@@ -123,7 +123,7 @@ class DjangoBridge:
                 request.getfixturevalue("django_db_setup")
             if not self._migrated:  # resolved before, or no request to resolve it with
                 with _blocker(self._config).unblock():
-                    self.migrate(not self._config.getoption("nomigrations", False))
+                    self.migrate(_use_migrations(self._config))
         except Exception as exc:
             exc.where = "Django's migrate (depfakes' Django bridge, or your django_db_setup)"  # type: ignore[attr-defined]
             raise
@@ -226,6 +226,10 @@ def django_db_setup(request: pytest.FixtureRequest, django_db_blocker: Any,
     if isinstance(bridge, DjangoBridge) and bridge.building:
         with django_db_blocker.unblock():
             bridge.migrate(django_db_use_migrations)
+
+
+def _use_migrations(config: Any) -> bool:
+    return not config.getoption("nomigrations", False)  # pytest-django's --nomigrations
 
 
 def _is_test_case(request: pytest.FixtureRequest) -> bool:

@@ -14,7 +14,7 @@ from depfakes import registry, vcr_compat
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
-from depfakes.deps import expand_env_lines, parse_env_lines, verify
+from depfakes.deps import env_line_parts, expand_env_lines, parse_env_lines, verify
 from depfakes.errors import DepfakesError, MarkerError, MissingExtra
 from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixtures
     _depfakes_autouse,
@@ -166,7 +166,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _start(session.config, spec.versions.items())
     state = session_state(session.config)
     if session.items and state.session_env_lines:  # their servers serve every test
-        _start(session.config, [(line.partition("=")[2].strip().partition(".")[0], None)
+        _start(session.config, [(env_line_parts(line)[1], None)
                                 for line in state.session_env_lines])
 
 

@@ -33,7 +33,6 @@ PLUGIN = "recording"  # pytest-recording's plugin name (its pytest11 entry point
 MODULES = {PLUGIN: "pytest_recording.plugin", "vcr": "pytest_vcr"}
 # Its flags, which depfakes takes as aliases of its own settings when it is absent.
 FLAGS = ("--record-mode", "--block-network", "--allowed-hosts")
-LAYOUTS = ("auto", "depfakes", "pytest-recording", "pytest-vcr")
 _FORBIDDEN = "<>?%*:|\"'/\\"  # pytest-recording replaces these in cassette names with "-"
 
 
@@ -118,12 +117,9 @@ def _choice(request: pytest.FixtureRequest) -> CassetteChoice | None:
         options.update(mark.kwargs)
     if layout == "depfakes":
         return CassetteChoice(None, (), options) if options or marks else None
-    if layout == "pytest-vcr":
-        directory = Path(request.getfixturevalue("vcr_cassette_dir"))
-        name = request.getfixturevalue("vcr_cassette_name")
-    else:
-        directory = Path(request.getfixturevalue("vcr_cassette_dir"))
-        name = request.getfixturevalue("default_cassette_name")
+    directory = Path(request.getfixturevalue("vcr_cassette_dir"))
+    name = request.getfixturevalue(
+        "vcr_cassette_name" if layout == "pytest-vcr" else "default_cassette_name")
     suffix = "." + str(options.get("serializer", "yaml"))
     path = directory / _bounded(str(name), suffix)
     if path.suffix != suffix:
