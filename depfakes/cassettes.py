@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
+import marshal
+import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -54,6 +60,10 @@ TOKEN_SHAPES = {
 # Response headers that carry a URL, whose query or fragment may hold a token (OAuth's
 # implicit flow redirects to ...#access_token=...).
 _URL_HEADERS = frozenset({"location", "content-location", "refresh", "link"})
+
+
+class StaleCassetteWarning(UserWarning):
+    """A test replayed a cassette older than depfakes_cassette_max_age."""
 
 
 class BrokenCassette(DepfakesError):
@@ -300,34 +310,105 @@ def _first(headers: dict[str, Any], name: str) -> list[str]:
     return []
 
 
-def check_loadable(path: Path) -> None:
-    """Raise BrokenCassette unless ``path`` is missing or a well-formed vcrpy cassette.
+@dataclass(frozen=True)
+class Recorded:
+    """A cassette file's contents as vcrpy reads them."""
+
+    requests: list[Any]
+    responses: list[Any]
+    metadata: dict[str, Any]
+
+    def as_loaded(self) -> tuple[Any, ...]:
+        """What a vcrpy persister's load_cassette returns."""
+        return (self.requests, self.responses, *([self.metadata] if self.metadata else []))
+
+    def oldest_date(self) -> datetime | None:
+        """When the oldest interaction was recorded, by its response's Date header."""
+        dates = []
+        for response in self.responses:
+            for value in _first(response.get("headers") or {}, "date")[:1]:
+                with contextlib.suppress(TypeError, ValueError, IndexError):
+                    dates.append(parsedate_to_datetime(str(value)))
+        aware = [d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in dates]
+        return min(aware, default=None)
+
+
+def read_cassette(path: Path, serializer: Any = None, cache: ParseCache | None = None
+                  ) -> Recorded:
+    """A cassette, read with the serializer vcrpy would use, or BrokenCassette.
 
     vcrpy treats an unreadable cassette as empty and may record over it; this stops that.
-    """
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key in _known_good:  # a shared cassette is read once, not once per test
-        return
+    FileNotFoundError passes through: a missing cassette is not broken."""
     import yaml
+    from vcr.request import Request
+    from vcr.serializers import compat, yamlserializer
 
-    try:
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise BrokenCassette(path, " ".join(str(exc).split())) from None
-    problem = _structure_problem(data)
-    if problem:
-        raise BrokenCassette(path, problem)
-    _known_good.add(key)
+    serializer = serializer or yamlserializer
+    raw = path.read_bytes()
+    cache = cache if serializer is yamlserializer else None  # its data is plain
+    digest = hashlib.blake2b(raw, digest_size=20).digest() if cache is not None else b""
+    data = cache.get(path, digest) if cache is not None else None
+    if data is None:
+        try:
+            data = serializer.deserialize(raw.decode("utf-8"))
+        except ImportError:  # what vcrpy's serializers raise for its pre-1.0 format
+            raise BrokenCassette(path, "it is in vcrpy's old format (python -m vcr.migration "
+                                 "converts it)") from None
+        except (yaml.YAMLError, ValueError) as exc:  # JSON's, UTF-8's: ValueErrors
+            raise BrokenCassette(path, " ".join(str(exc).split())) from None
+        problem = _structure_problem(data)
+        if problem:
+            raise BrokenCassette(path, problem)
+        if cache is not None:
+            cache.put(path, digest, data)
+    try:  # as vcrpy's deserialize() builds them
+        requests = [Request._from_dict(i["request"]) for i in data["interactions"]]
+    except TypeError as exc:
+        raise BrokenCassette(path, f"a request is malformed ({exc})") from None
+    responses = [compat.convert_to_bytes(i["response"]) for i in data["interactions"]]
+    return Recorded(requests, responses, dict(data.get("metadata") or {}))
 
 
-_known_good: set[tuple[str, int, int]] = set()
+class ParseCache:
+    """Parsed YAML cassettes kept between sessions (in pytest's cache directory), so a
+    cassette of megabytes is parsed once per content, not once per run.
+
+    One entry per cassette path, holding the file's digest and its data: a changed file
+    misses, and entries do not pile up as cassettes are re-recorded. marshal (plain data
+    only) rather than pickle: reading an entry never runs code. A cassette whose data
+    marshal cannot hold (objects from custom YAML tags) is simply parsed each time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _entry(self, path: Path) -> Path:
+        return self.directory / (hashlib.blake2b(str(path).encode(), digest_size=16)
+                                 .hexdigest() + ".marshal")
+
+    def get(self, path: Path, digest: bytes) -> Any:
+        """The data kept for ``path`` if it was parsed from content with this digest."""
+        try:
+            kept, data = marshal.loads(self._entry(path).read_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        return data if kept == digest else None
+
+    def put(self, path: Path, digest: bytes, data: Any) -> None:
+        try:
+            blob = marshal.dumps((digest, data))
+        except ValueError:  # not plain data
+            return
+        entry = self._entry(path)
+        temporary = entry.with_name(f"{entry.name}.{os.getpid()}.{threading.get_ident()}")
+        with contextlib.suppress(OSError):  # a cache: a read-only checkout still replays
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(blob)
+            os.replace(temporary, entry)  # whole, even with xdist workers writing at once
 
 
 def _structure_problem(data: Any) -> str | None:
+    if isinstance(data, list):
+        return "it is in vcrpy's old format (python -m vcr.migration converts it)"
     if not isinstance(data, dict) or not isinstance(data.get("interactions"), list):
         return "expected a mapping with an 'interactions' list"
     for number, interaction in enumerate(data["interactions"], start=1):
@@ -340,8 +421,8 @@ def _structure_problem(data: Any) -> str | None:
     return None
 
 
-def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable[[Any], bool]
-              ) -> Any:
+def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable[[Any], bool],
+              cache: ParseCache | None = None) -> Any:
     """A vcr.VCR that never records loopback traffic or what respx answers, and scrubs
     what it writes. Replay gives the code exactly what the cassette holds: nothing is
     decoded or scrubbed on the way in, and live requests are matched as they are (a
@@ -364,7 +445,7 @@ def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable
     for name, matcher in (("path", _path_matches), ("query", _query_matches)):
         matcher.__name__ = name  # vcrpy names a failed matcher by its function's name
         recorder.register_matcher(name, matcher)
-    files = CassetteFiles(scrubber, ignore_existing=record_mode == "rewrite")
+    files = CassetteFiles(scrubber, ignore_existing=record_mode == "rewrite", cache=cache)
     recorder.depfakes_files = files
     recorder.register_persister(files.persister())
     return recorder
@@ -429,16 +510,22 @@ class CassetteFiles:
 
     Read: a file is parsed once per session and content, not once per test (YAML parsing
     was most of the cost of replay), together with the extra cassettes a test names.
+    Each request read remembers where it came from (``depfakes_origin``: file, index),
+    which vcrpy's copies keep: that is how saving tells recorded from new, and how a
+    session knows what it replayed.
     Written: the file's own interactions exactly as they are on disk, then what the test
     recorded, decoded (gzip...) and scrubbed. Nothing already in a cassette is rewritten,
     and the extras are never copied in."""
 
-    def __init__(self, scrubber: Scrubber, ignore_existing: bool = False) -> None:
+    def __init__(self, scrubber: Scrubber, ignore_existing: bool = False,
+                 cache: ParseCache | None = None) -> None:
         self.scrubber = scrubber
         self.ignore_existing = ignore_existing
+        self.cache = cache
         self.extras: dict[str, list[str]] = {}  # cassette path -> more cassettes read with it
-        self.loaded: dict[str, int] = {}  # cassette path -> interactions the test started with
-        self._parsed: dict[tuple[str, int, int], Any] = {}
+        self.interactions: dict[str, int] = {}  # every cassette read -> interactions in it
+        self.played: dict[str, set[int]] = {}  # cassette path -> indexes a test replayed
+        self._parsed: dict[tuple[str, int, int], Recorded] = {}
 
     def persister(self) -> Any:
         from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
@@ -448,17 +535,16 @@ class CassetteFiles:
         class Persister(FilesystemPersister):  # type: ignore[misc]
             @classmethod
             def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
-                requests: list[Any] = []
-                responses: list[Any] = []
-                paths = [] if files.ignore_existing else [str(cassette_path)]
-                for path in [*paths, *files.extras.get(str(cassette_path), [])]:
-                    with contextlib.suppress(CassetteNotFoundError):
-                        more = files.parsed(path, serializer)
-                        requests += more[0]
-                        responses += more[1]
-                if not requests:
+                path = str(cassette_path)
+                own = files.read(path, serializer)  # checked even when rewrite ignores it
+                parts = [] if own is None or files.ignore_existing else [own]
+                parts += [r for r in (files.read(p, serializer)
+                                      for p in files.extras.get(path, [])) if r is not None]
+                if not any(part.requests for part in parts):
                     raise CassetteNotFoundError  # what vcrpy says of a missing file
-                return requests, responses
+                return Recorded([q for part in parts for q in part.requests],
+                                [r for part in parts for r in part.responses],
+                                parts[0].metadata if parts[0] is own else {}).as_loaded()
 
             @staticmethod
             def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
@@ -468,34 +554,49 @@ class CassetteFiles:
 
         return Persister
 
-    def parsed(self, path: str, serializer: Any) -> Any:
-        from vcr.persisters.filesystem import FilesystemPersister
-
+    def read(self, path: str, serializer: Any = None) -> Recorded | None:
+        """A cassette file (None if there is none), parsed once per session and content."""
         try:
             stat = Path(path).stat()
-        except OSError:
-            return FilesystemPersister.load_cassette(path, serializer)  # vcrpy's not-found
+        except FileNotFoundError:
+            return None
         key = (path, stat.st_mtime_ns, stat.st_size)
         if key not in self._parsed:
-            self._parsed[key] = FilesystemPersister.load_cassette(path, serializer)
+            recorded = read_cassette(Path(path), serializer, self.cache)
+            for index, request in enumerate(recorded.requests):
+                request.depfakes_origin = (path, index)
+            self._parsed[key] = recorded
+            self.interactions[path] = len(recorded.requests)
         # vcrpy copies each request and response before using them (its filters do).
         return self._parsed[key]
 
-    def to_save(self, path: str, cassette: dict[str, Any], serializer: Any) -> dict[str, Any]:
-        from vcr.filters import decode_response
-        from vcr.persisters.filesystem import CassetteNotFoundError
+    def note_played(self, cassette: Any) -> None:
+        """Remember which recorded interactions a test's cassette replayed."""
+        for index, count in cassette.play_counts.items():
+            origin = getattr(cassette.data[index][0], "depfakes_origin", None)
+            if count and origin is not None:
+                self.played.setdefault(origin[0], set()).add(origin[1])
 
-        first_new = self.loaded.get(path, 0)
+    def to_save(self, path: str, cassette: dict[str, Any], serializer: Any) -> dict[str, Any]:
+        """What vcrpy would save: its interactions from this file as they are on disk, the
+        ones the test recorded decoded and scrubbed, the extras' left out."""
+        from vcr.filters import decode_response
+
+        own = None if self.ignore_existing else self.read(path, serializer)
         requests: list[Any] = []
         responses: list[Any] = []
-        if not self.ignore_existing:
-            with contextlib.suppress(CassetteNotFoundError):  # as it is on disk
-                requests, responses = map(list, self.parsed(path, serializer))
-        for request, response in zip(cassette["requests"][first_new:],
-                                     cassette["responses"][first_new:], strict=True):
-            requests.append(self.scrubber.request(copy.deepcopy(request)))
-            responses.append(self.scrubber.response(decode_response(copy.deepcopy(response))))
-        return {"requests": requests, "responses": responses}
+        for request, response in zip(cassette["requests"], cassette["responses"], strict=True):
+            origin = getattr(request, "depfakes_origin", None)
+            if origin is None:
+                requests.append(self.scrubber.request(copy.deepcopy(request)))
+                responses.append(self.scrubber.response(decode_response(copy.deepcopy(
+                    response))))
+            elif own is not None and origin[0] == path:
+                requests.append(own.requests[origin[1]])
+                responses.append(own.responses[origin[1]])
+        saved = {"requests": requests, "responses": responses}
+        return {**saved, "metadata": cassette["metadata"]} if cassette.get("metadata") \
+            else saved
 
 
 @contextmanager
@@ -513,19 +614,33 @@ def clearer_missing_message() -> Iterator[None]:
 
 
 def _missing_message(cassette: Any, request: Any, similar: Any, reason: str) -> str:
+    """vcrpy's CannotOverwriteExistingCassetteException, said for depfakes: which request is
+    new, what the closest recorded one differs in, and the command that records it."""
     mode = getattr(cassette.record_mode, "value", cassette.record_mode)
     lines = [f"depfakes http: {request.method} {request.uri} is not in cassette "
              f"{cassette._path} (record mode '{mode}')."]
-    if similar:
+    if reason == "already_played":
+        lines.append(f"It was recorded {_times(cassette, request)}, and each recorded "
+                     "response plays once: the test now makes it more often. Record the "
+                     "extra call, or replay repeats with deps(\"http\", playback_repeats=True).")
+    elif similar:
         closest, _, failed = similar[0]
-        differs = ", ".join(name for name, _ in failed) or "nothing"
-        lines.append(f"Closest recorded request: {closest.method} {closest.uri} "
-                     f"(differs in: {differs})")
+        lines.append(f"Closest recorded request: {closest.method} {closest.uri} (differs in: "
+                     f"{', '.join(name for name, _ in failed) or 'nothing'})")
+        lines += [f"  {name}: {' '.join(str(why).split())[:300]}" for name, why in failed]
     elif len(cassette):
         lines.append(f"The cassette has {len(cassette)} interaction(s), none similar.")
     else:
         lines.append("The cassette has no interactions.")
-    fix = ("--record-mode=new_episodes to add it to this cassette" if len(cassette)
-           else "--record-mode=once to record it")
-    lines.append(f"Record it with pytest {fix} (never in CI), or stub it with deps.http.mock.")
+    mode_to_add = "new_episodes" if len(cassette) else "once"
+    nodeid = getattr(cassette, "depfakes_nodeid", None)
+    command = f"pytest '{nodeid}' " if nodeid else "pytest "
+    lines.append(f"Record it against the real API with {command}--record-mode={mode_to_add} "
+                 "(never in CI), or stub it with deps.http.mock.")
     return "\n".join(lines)
+
+
+def _times(cassette: Any, request: Any) -> str:
+    count = sum(1 for _ in cassette._responses(request)) if hasattr(cassette, "_responses") \
+        else 0
+    return {0: "before", 1: "once"}.get(count, f"{count} times")

@@ -1,6 +1,7 @@
 """The ``depfakes`` command.
 
     depfakes cassettes check [PATH ...]   find secrets and broken files in cassettes
+        [--unused]                        and what the last pytest run did not replay
     depfakes ps                           servers depfakes started on this host
     depfakes down [--project] [--all]     remove those whose pytest is gone (--project: also
                                           this project's kept ones; --all: every one)
@@ -26,8 +27,8 @@ from depfakes.cassettes import (
     TOKEN_SHAPES,
     BrokenCassette,
     Scrubber,
-    check_loadable,
     is_secret_name,
+    read_cassette,
 )
 
 # Values that are secrets whatever field they sit in.
@@ -88,6 +89,13 @@ def default_cassette_dirs(root: Path) -> list[Path]:
 
 def _configured_cassette_dirs(root: Path) -> list[str]:
     """depfakes_cassette_dir from the project's pytest configuration (as pytest reads it)."""
+    configured = _ini_option(root, "depfakes_cassette_dir")
+    return [configured] if configured else []
+
+
+def _ini_option(root: Path, name: str) -> str | None:
+    """An option of the project's pytest configuration, from the first file pytest would
+    read it from (pyproject.toml, pytest.ini, tox.ini, setup.cfg)."""
     import configparser
 
     pyproject = root / "pyproject.toml"
@@ -97,15 +105,50 @@ def _configured_cassette_dirs(root: Path) -> list[str]:
         with contextlib.suppress(ValueError):
             options = tomllib.loads(pyproject.read_text()).get("tool", {}).get(
                 "pytest", {}).get("ini_options", {})
-            if "depfakes_cassette_dir" in options:
-                return [str(options["depfakes_cassette_dir"])]
-    for name, section in (("pytest.ini", "pytest"), ("tox.ini", "pytest"),
-                          ("setup.cfg", "tool:pytest")):
+            if name in options:
+                return str(options[name])
+    for filename, section in (("pytest.ini", "pytest"), ("tox.ini", "pytest"),
+                              ("setup.cfg", "tool:pytest")):
         parser = configparser.ConfigParser()
         with contextlib.suppress(configparser.Error, OSError):
-            parser.read(root / name)
-            if parser.has_option(section, "depfakes_cassette_dir"):
-                return [parser.get(section, "depfakes_cassette_dir").strip()]
+            parser.read(root / filename)
+            if parser.has_option(section, name):
+                return parser.get(section, name).strip()
+    return None
+
+
+def unused_findings(files: Sequence[Path], root: Path) -> tuple[str, list[Finding]] | None:
+    """Cassettes the last pytest run did not use, and interactions it did not replay
+    (None: no run noted in the project's pytest cache); with a line saying which run."""
+    from depfakes import cassette_use
+
+    use = cassette_use.load(root / (_ini_option(root, "cache_dir") or ".pytest_cache"))
+    if use is None:
+        return None
+    findings = []
+    for path in files:
+        if not use.used(path):
+            findings.append(Finding(path, 1, "unused: no test read this cassette in the "
+                                    "last run"))
+            continue
+        lines = _interaction_lines(path)
+        for index in use.unplayed(path):
+            findings.append(Finding(path, lines[index] if index < len(lines) else 1,
+                                    f"unused: interaction {index + 1} was never replayed in "
+                                    "the last run"))
+    command = " ".join(["pytest", *use.info.get("args", [])])
+    return f"the pytest run of {use.info.get('started', '?')} ({command})", findings
+
+
+def _interaction_lines(path: Path) -> list[int]:
+    """The line each interaction of a YAML cassette starts on."""
+    import yaml
+
+    with contextlib.suppress(yaml.YAMLError, OSError, UnicodeDecodeError):
+        root = yaml.compose(path.read_text())
+        for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
+            if key.value == "interactions" and isinstance(value, yaml.SequenceNode):
+                return [item.start_mark.line + 1 for item in value.value]
     return []
 
 
@@ -118,7 +161,7 @@ def _cassette_files(path: Path) -> Iterator[Path]:
 
 def _check_file(path: Path, allowed: frozenset[str] = frozenset()) -> list[Finding]:
     try:
-        check_loadable(path)
+        read_cassette(path)
     except BrokenCassette as exc:
         return [Finding(path, _error_line(exc), f"broken cassette: {exc}")]
     import yaml
@@ -372,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow", action="append", default=[], metavar="NAME",
                        help="a header, parameter or field name that holds no secret here "
                             "(a pagination 'token', say); repeatable")
+    check.add_argument("--unused", action="store_true",
+                       help="also report cassettes the last pytest run did not use and "
+                            "recorded interactions it did not replay (run the whole suite "
+                            "first)")
     return parser
 
 
@@ -386,14 +433,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "offline":
         return _offline(args.argv)
 
-    paths = args.paths or default_cassette_dirs(Path())
-    checked, findings = check_cassettes(paths, args.allow)
+    return _check(args.paths or default_cassette_dirs(Path()), args.allow, args.unused)
+
+
+def _check(paths: Sequence[Path], allow: Sequence[str], unused: bool) -> int:
+    checked, findings = check_cassettes(paths, allow)
     if not checked:
         where = ", ".join(str(p) for p in paths) or "no 'cassettes' directory here"
         print(f"depfakes: no cassettes found ({where}): name the files or directories your "
               "cassettes are in, e.g. depfakes cassettes check tests/cassettes",
               file=sys.stderr)
         return 1
+    if unused:
+        report = unused_findings(sorted({f for p in paths for f in _cassette_files(p)}),
+                                 Path())
+        if report is None:
+            print("depfakes: no pytest run is noted in this project's pytest cache: run the "
+                  "suite (pytest, from here), then depfakes cassettes check --unused",
+                  file=sys.stderr)
+            return 1
+        run, more = report
+        findings += more
+        print(f"depfakes: unused means: by {run}", file=sys.stderr)
     for finding in findings:
         print(finding)
     noun = "cassette" if checked == 1 else "cassettes"

@@ -11,13 +11,15 @@ A setting named ``s3_region`` is spelled ``--deps-s3-region`` on the command lin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 
-SettingType = Literal["bool", "string", "float", "mapping", "lines", "list"]
+SettingType = Literal["bool", "string", "float", "mapping", "lines", "list", "duration"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -117,6 +119,22 @@ def _flatten(values: Iterable[Any]) -> Iterable[str]:
         yield from str(value).replace(",", "\n").splitlines()
 
 
+_DURATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_duration(raw: Any) -> timedelta | None:
+    """``90d``, ``12w``, ``36h`` (a bare number: days); empty: None (never)."""
+    if isinstance(raw, timedelta) or raw is None:
+        return raw
+    text = str(raw).strip().lower()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([hdw]?)", text)
+    if match is None:
+        raise ValueError(f"expected a duration such as 90d, 12w or 36h, got {raw!r}")
+    return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2] or "d"])
+
+
 def _parse_float(raw: Any) -> float:
     try:
         return float(raw)
@@ -128,6 +146,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _parse_bool,
     "string": lambda raw: str(raw).strip(),
     "float": _parse_float,
+    "duration": _parse_duration,
     "mapping": _parse_mapping,
     "lines": _parse_lines,
     "list": _parse_list,

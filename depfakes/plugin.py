@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from depfakes import registry, vcr_compat
+from depfakes import cassette_use, registry, vcr_compat
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
@@ -41,7 +41,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    owned = vcr_compat.FLAGS if vcr_compat.loaded(pluginmanager) else ()
+    owned = [flag for plugin, flags in vcr_compat.FLAGS.items()
+             if vcr_compat.loaded(pluginmanager, plugin) for flag in flags]
     add_options(parser, [*CORE_SETTINGS, *registry.all_settings()], owned_elsewhere=owned)
     parser.getgroup("depfakes").addoption(
         "--deps-doctor", action="store_true", dest="depfakes_doctor",
@@ -82,6 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
               if WORKERINPUT_KEY in workerinput else None)
     config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines,
                                            session_env_lines)
+    cassette_use.start_run(config)  # what `depfakes cassettes check --unused` reports
 
 
 @pytest.hookimpl(optionalhook=True)

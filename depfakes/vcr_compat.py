@@ -14,6 +14,7 @@ loaded, its ``vcr`` marker and fixtures stay its own too.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
@@ -31,8 +32,9 @@ from depfakes.state import SPEC_KEY
 PLUGIN = "recording"  # pytest-recording's plugin name (its pytest11 entry point)
 # Plugin name -> module, for -p <module>; "vcr" is pytest-vcr.
 MODULES = {PLUGIN: "pytest_recording.plugin", "vcr": "pytest_vcr"}
-# Its flags, which depfakes takes as aliases of its own settings when it is absent.
-FLAGS = ("--record-mode", "--block-network", "--allowed-hosts")
+# Their flags, which depfakes takes as aliases of its own settings when they are absent.
+FLAGS = {PLUGIN: ("--record-mode", "--block-network", "--allowed-hosts"),
+         "vcr": ("--vcr-record", "--vcr-record-mode", "--disable-vcr")}
 _FORBIDDEN = "<>?%*:|\"'/\\"  # pytest-recording replaces these in cassette names with "-"
 
 
@@ -117,11 +119,15 @@ def _choice(request: pytest.FixtureRequest) -> CassetteChoice | None:
         options.update(mark.kwargs)
     if layout == "depfakes":
         return CassetteChoice(None, (), options) if options or marks else None
-    directory = Path(request.getfixturevalue("vcr_cassette_dir"))
-    name = request.getfixturevalue(
-        "vcr_cassette_name" if layout == "pytest-vcr" else "default_cassette_name")
-    suffix = "." + str(options.get("serializer", "yaml"))
-    path = directory / _bounded(str(name), suffix)
+    # Both plugins let vcr_config's cassette_library_dir win over vcr_cassette_dir.
+    directory = Path(options.pop("cassette_library_dir", None) or
+                     request.getfixturevalue("vcr_cassette_dir"))
+    if layout == "pytest-vcr":  # its names always end in .yaml, whatever the serializer
+        name, suffix = str(request.getfixturevalue("vcr_cassette_name")), ".yaml"
+    else:
+        name = str(request.getfixturevalue("default_cassette_name"))
+        suffix = "." + str(options.get("serializer", "yaml"))
+    path = directory / _bounded(name, suffix)
     if path.suffix != suffix:
         path = path.with_name(path.name + suffix)
     extra = tuple(p if p.is_absolute() else directory / p
@@ -189,7 +195,21 @@ def vcr_cassette_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def vcr(request: pytest.FixtureRequest) -> Any:
-    """The test's vcrpy cassette (None when it has none), as pytest-recording's ``vcr``."""
+    """pytest-recording's ``vcr``: the test's vcrpy cassette (None when it has none). In
+    pytest-vcr's layout, pytest-vcr's: a vcrpy ``VCR`` for cassettes the test opens
+    itself (``vcr.use_cassette("name")``, found in ``vcr_cassette_dir``), recording and
+    replaying as depfakes does. Changing its record_mode changes only those cassettes."""
+    if _layout(request.config, True) == "pytest-vcr":
+        recorder = copy.copy(request.getfixturevalue("http").recorder)
+        recorder.cassette_library_dir = request.getfixturevalue("vcr_cassette_dir")
+        recorder.path_transformer = recorder.ensure_suffix(".yaml")
+        return recorder
+    return request.getfixturevalue("vcr_cassette")
+
+
+@pytest.fixture
+def vcr_cassette(request: pytest.FixtureRequest) -> Any:
+    """pytest-vcr's ``vcr_cassette``: the test's vcrpy cassette (None when it has none)."""
     if "http" not in request.getfixturevalue("deps"):
         return None
     return request.getfixturevalue("http").cassette

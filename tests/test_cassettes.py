@@ -232,8 +232,9 @@ def test_missing_interaction_says_what_to_do(project, pytester, remote, monkeypa
         "*cassettes/test_clients/test_httpx.yaml (record mode 'none').",
         f"E * Closest recorded request: GET http://{HOST}:*/users?token=DEPFAKES-SCRUBBED"
         "&page=2 (differs in: path, query)",
-        "E * Record it with pytest --record-mode=new_episodes to add it to this cassette "
-        "(never in CI), or stub it with deps.http.mock.",
+        "E *   path: /users/7 != /users",
+        "E * Record it against the real API with pytest 'test_clients.py::test_httpx' "
+        "--record-mode=new_episodes (never in CI), or stub it with deps.http.mock.",
     ])
 
 

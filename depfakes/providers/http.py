@@ -13,22 +13,26 @@ handler, or an ordered/oneshot expectation left unmet fails the test.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+from depfakes import cassette_use, vcr_compat
 from depfakes.backends import BackendUnavailable
 from depfakes.cassettes import (
     CHOICE_KEY,
     RECORD_MODES,
+    ParseCache,
     Scrubber,
+    StaleCassetteWarning,
     build_vcr,
     cassette_options,
     cassette_path,
-    check_loadable,
     clearer_missing_message,
 )
 from depfakes.config import Setting
@@ -58,6 +62,11 @@ class HttpHandle:
         self.server_used = False
         self._assert_all_called = False
         self._exits = ExitStack()
+
+    @property
+    def recorder(self) -> Any:
+        """The vcrpy ``VCR`` depfakes records and replays with (its matchers, persister)."""
+        return self._provider._vcr
 
     @property
     def server(self) -> HTTPServer:
@@ -126,7 +135,15 @@ class HttpProvider(Provider):
                 "pytest-recording: the test's interactions recorded afresh, the cassette "
                 "replaced only if it recorded any). A session setting: markers cannot change "
                 "it.", default="none", choices=RECORD_MODES, safety=True,
-                aliases=("--record-mode",)),
+                aliases=("--record-mode", "--vcr-record", "--vcr-record-mode")),
+        Setting("cassettes_off", "Tests that declare http reach the network as they are: no "
+                "cassette is replayed or recorded (pytest-vcr's --disable-vcr; respx routes "
+                "still answer). Never in CI.", type="bool", default=False, safety=True,
+                aliases=("--disable-vcr",)),
+        Setting("cassette_max_age", "Age after which a cassette is stale, e.g. 90d, 12w, 36h "
+                "(default: never), judged by its oldest response's Date header: a test that "
+                "replays a stale cassette warns, or fails under --deps-strict (on in CI), "
+                "naming the command that re-records it.", type="duration", default=None),
         Setting("cassette_dir", "Directory of cassettes, relative to the rootdir.",
                 default="cassettes"),
         Setting("cassette_layout", "Where cassettes are: \"depfakes\" (<cassette_dir>/<module "
@@ -163,6 +180,12 @@ class HttpProvider(Provider):
         self._allow_hosts = ctx.settings.get("allow_hosts")
         self._cassette_root = Path(ctx.config.rootpath) / ctx.settings.get("cassette_dir")
         self._current: Any = None
+        self._config = ctx.config
+        self._cassettes_off = ctx.settings.get("cassettes_off")
+        self._max_age = ctx.settings.get("cassette_max_age")
+        self._strict = ctx.settings.get("strict")
+        self._record_flag = "--deps-record-mode" if vcr_compat.loaded(ctx.config.pluginmanager) \
+            else "--record-mode"
         hook = ctx.config.hook
         scrubber = Scrubber.from_setting(
             ctx.settings.get("scrub"),
@@ -170,43 +193,65 @@ class HttpProvider(Provider):
             more_response=lambda response: hook.pytest_depfakes_scrub_response(
                 response=response),
         )
-        self._vcr = build_vcr(self._record_mode, scrubber, self._answered_by_route)
+        self._vcr = build_vcr(self._record_mode, scrubber, self._answered_by_route,
+                              _parse_cache(ctx.config))
         if hasattr(hook, "pytest_recording_configure"):  # its custom matchers, serializers
             hook.pytest_recording_configure(config=ctx.config, vcr=self._vcr)
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> HttpHandle:
-        choice = item.stash.get(CHOICE_KEY, None)  # the vcr marker, another layout
-        path = (choice.path if choice is not None and choice.path is not None else
-                cassette_path(self._cassette_root, item.nodeid, options["cassette"]))
-        check_loadable(path)  # before anything could write to it
-        for extra in choice.extra if choice is not None else ():
-            check_loadable(extra)
         router = self._router_class(assert_all_called=False, assert_all_mocked=True,
                                     base_url=options["base_url"])
         handle = HttpHandle(self, router, self._record_mode)
         try:
             handle._exits.enter_context(_started(router))
             self._current = router
-            if path.exists() or self._record_mode != "none" or \
-                    any(p.exists() for p in (choice.extra if choice else ())):
-                handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
-                    str(path), allow_playback_repeats=options["playback_repeats"],
-                    **cassette_options(self._vcr, path, choice)))
-                # What the test recorded comes after this (the only part scrubbed).
-                self._vcr.depfakes_files.loaded[str(path)] = len(handle.cassette.data)
-                handle._exits.enter_context(clearer_missing_message())
-            recording = handle.cassette is not None and not handle.cassette.write_protected
-            router.recording = recording  # type: ignore[attr-defined]
-            why = "this test declares 'http'" + (", recording" if recording else "")
-            if handle.cassette is None:  # say where a cassette was looked for
-                why += f"; no cassette at {path} (record mode '{self._record_mode}')"
-            handle._exits.enter_context(restricted(why, self._allow_hosts,
-                                                   allow_all=recording))
+            why = "this test declares 'http'"
+            if self._cassettes_off:  # unmatched requests go out, as they are
+                handle._exits.enter_context(restricted(why, self._allow_hosts, allow_all=True))
+                router.recording = True  # type: ignore[attr-defined]
+            else:
+                self._open_cassette(item, options, handle)
         except BaseException:
             handle._exits.close()
             raise
         handle._assert_all_called = options["assert_all_called"]
         return handle
+
+    def _open_cassette(self, item: pytest.Item, options: Mapping[str, Any],
+                       handle: HttpHandle) -> None:
+        """The test's cassette (if it has one, or may record one) and the network policy."""
+        choice = item.stash.get(CHOICE_KEY, None)  # the vcr marker, another layout
+        path = (choice.path if choice is not None and choice.path is not None else
+                cassette_path(self._cassette_root, item.nodeid, options["cassette"]))
+        if path.exists() or self._record_mode != "none" or \
+                any(p.exists() for p in (choice.extra if choice else ())):
+            handle.cassette = handle._exits.enter_context(self._vcr.use_cassette(
+                str(path), allow_playback_repeats=options["playback_repeats"],
+                **cassette_options(self._vcr, path, choice)))
+            handle.cassette.depfakes_nodeid = item.nodeid  # for the 'not in cassette' message
+            handle._exits.enter_context(clearer_missing_message())
+            self._check_age(path, item.nodeid)
+        recording = handle.cassette is not None and not handle.cassette.write_protected
+        handle.mock.recording = recording  # type: ignore[attr-defined]
+        why = "this test declares 'http'" + (", recording" if recording else "")
+        if handle.cassette is None:  # say where a cassette was looked for
+            why += f"; no cassette at {path} (record mode '{self._record_mode}')"
+        handle._exits.enter_context(restricted(why, self._allow_hosts, allow_all=recording))
+
+    def _check_age(self, path: Path, nodeid: str) -> None:
+        """Warn (fail under --deps-strict) when the cassette is older than the max age."""
+        recorded = self._vcr.depfakes_files.read(str(path)) if self._max_age else None
+        oldest = recorded.oldest_date() if recorded is not None else None
+        if oldest is None or datetime.now(timezone.utc) - oldest <= self._max_age:
+            return
+        age = datetime.now(timezone.utc) - oldest
+        message = (f"depfakes http: cassette {path} is {age.days} days old (its oldest "
+                   f"response is dated {oldest:%Y-%m-%d}), older than "
+                   f"depfakes_cassette_max_age ({self._max_age.days} days). Re-record it "
+                   f"against the real API: pytest '{nodeid}' {self._record_flag}=rewrite")
+        if self._strict:
+            pytest.fail(message, pytrace=False)
+        warnings.warn(StaleCassetteWarning(message), stacklevel=1)
 
     def verify(self, handle: HttpHandle) -> None:
         uncalled = [route for route in handle.mock.routes if not route.called]
@@ -222,6 +267,8 @@ class HttpProvider(Provider):
 
     def release(self, handle: HttpHandle) -> None:
         self._current = None
+        if handle.cassette is not None:
+            self._vcr.depfakes_files.note_played(handle.cassette)
         try:
             handle._exits.close()  # saves what was recorded, lifts the policy, stops respx
         finally:
@@ -239,6 +286,8 @@ class HttpProvider(Provider):
         return self._server
 
     def stop(self) -> None:
+        files = self._vcr.depfakes_files
+        cassette_use.save(self._config, files.interactions, files.played)
         if self._server is not None:
             self._server.clear()
             if self._server.is_running():
@@ -258,6 +307,12 @@ class HttpProvider(Provider):
         except Exception:
             return False
         return bool(router.answers(candidate))
+
+
+def _parse_cache(config: pytest.Config) -> ParseCache | None:
+    """Parsed cassettes kept in pytest's cache directory (none under -p no:cacheprovider)."""
+    cache = getattr(config, "cache", None)
+    return ParseCache(cache.mkdir("depfakes-cassettes") / "parsed") if cache else None
 
 
 def _let_docker_through_vcrpy() -> None:
