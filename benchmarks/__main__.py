@@ -5,7 +5,7 @@ ratio measured in the same run, and a plot of per-test overhead by dependency an
         python -m benchmarks [--tests 200] [--plot docs/img/overhead.png] [--write-docs]
 
 Runs benchmarks/fakes.py, benchmarks/postgres.py, benchmarks/mongo.py (on SecantusDB unless
-DEPFAKES_MONGO_URL names a server) and benchmarks/scale.py as their own
+DEPFAKES_MONGO_URL names a server), benchmarks/cassettes.py and benchmarks/scale.py as their own
 processes (each starts its pytest runs from scratch) and reads their --json results.
 """
 
@@ -36,6 +36,7 @@ def collect(tests: int) -> dict[str, Any]:
                 "postgres": _run("postgres", Path(tmp) / "postgres.json", "--tests",
                                  str(tests)),
                 "mongo": _run("mongo", Path(tmp) / "mongo.json", "--tests", str(tests)),
+                "cassettes": _run("cassettes", Path(tmp) / "cassettes.json"),
                 "scale": _run("scale", Path(tmp) / "scale.json")}
 
 
@@ -61,6 +62,21 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float, float, str]]:
              mongo["depfakes"], mongo["hand-written"], "ms"),
             ("mongo vs mongomock-ng (no server), per test", mongo["depfakes"],
              mongo["mongomock-ng"], "ms"),
+        ]
+    cassettes = results.get("cassettes")
+    if cassettes:  # runs recorded before the cassette benchmark existed have none
+        replay = cassettes["rows"]
+        size = f"{cassettes['cassette_bytes'] / 1e6:.1f} MB cassettes"
+        table += [
+            (f"http cassette replay ({size}), first run, vs pytest-recording",
+             replay["depfakes, first run"]["per_test_ms"],
+             replay["pytest-recording"]["per_test_ms"], "ms"),
+            (f"http cassette replay ({size}), first run, vs plain vcrpy",
+             replay["depfakes, first run"]["per_test_ms"], replay["vcrpy"]["per_test_ms"],
+             "ms"),
+            (f"http cassette replay ({size}), later runs, vs pytest-recording",
+             replay["depfakes"]["per_test_ms"], replay["pytest-recording"]["per_test_ms"],
+             "ms"),
         ]
     scale = results["scale"]
     table += [
