@@ -15,8 +15,8 @@ import json
 import marshal
 import os
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -346,8 +346,7 @@ def read_cassette(path: Path, serializer: Any = None, cache: ParseCache | None =
     serializer = serializer or yamlserializer
     raw = path.read_bytes()
     cache = cache if serializer is yamlserializer else None  # its data is plain
-    digest = hashlib.blake2b(raw, digest_size=20).digest() if cache is not None else b""
-    data = cache.get(path, digest) if cache is not None else None
+    data = cache.get(path, raw) if cache is not None else None
     if data is None:
         try:
             data = serializer.deserialize(raw.decode("utf-8"))
@@ -360,7 +359,7 @@ def read_cassette(path: Path, serializer: Any = None, cache: ParseCache | None =
         if problem:
             raise BrokenCassette(path, problem)
         if cache is not None:
-            cache.put(path, digest, data)
+            cache.put(path, raw, data)
     try:  # as vcrpy's deserialize() builds them
         requests = [Request._from_dict(i["request"]) for i in data["interactions"]]
     except TypeError as exc:
@@ -376,34 +375,58 @@ class ParseCache:
     One entry per cassette path, holding the file's digest and its data: a changed file
     misses, and entries do not pile up as cassettes are re-recorded. marshal (plain data
     only) rather than pickle: reading an entry never runs code. A cassette whose data
-    marshal cannot hold (objects from custom YAML tags) is simply parsed each time."""
+    marshal cannot hold (objects from custom YAML tags) is simply parsed each time.
+    Entries are hashed and written on a thread of their own, off the tests' time."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._writer: ThreadPoolExecutor | None = None
 
     def _entry(self, path: Path) -> Path:
         return self.directory / (hashlib.blake2b(str(path).encode(), digest_size=16)
                                  .hexdigest() + ".marshal")
 
-    def get(self, path: Path, digest: bytes) -> Any:
-        """The data kept for ``path`` if it was parsed from content with this digest."""
+    def get(self, path: Path, raw: bytes) -> Any:
+        """The data kept for ``path`` if it was parsed from these bytes."""
         try:
-            kept, data = marshal.loads(self._entry(path).read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
+            entry = self._entry(path).read_bytes()  # the content's digest, then its data
+        except OSError:  # none yet
             return None
-        return data if kept == digest else None
-
-    def put(self, path: Path, digest: bytes, data: Any) -> None:
+        if entry[:_DIGEST_SIZE] != _digest(raw):
+            return None
         try:
-            blob = marshal.dumps((digest, data))
+            return marshal.loads(entry[_DIGEST_SIZE:])
+        except (EOFError, ValueError, TypeError):  # unreadable: parsed again
+            return None
+
+    def put(self, path: Path, raw: bytes, data: Any) -> None:
+        try:
+            blob = marshal.dumps(data)  # now: the caller goes on to change ``data``
         except ValueError:  # not plain data
             return
-        entry = self._entry(path)
-        temporary = entry.with_name(f"{entry.name}.{os.getpid()}.{threading.get_ident()}")
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="depfakes-cassettes")
+        self._writer.submit(self._write, self._entry(path), raw, blob)
+
+    def _write(self, entry: Path, raw: bytes, blob: bytes) -> None:
+        temporary = entry.with_name(f"{entry.name}.{os.getpid()}")
         with contextlib.suppress(OSError):  # a cache: a read-only checkout still replays
             self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(blob)
+            temporary.write_bytes(_digest(raw) + blob)
             os.replace(temporary, entry)  # whole, even with xdist workers writing at once
+
+    def close(self) -> None:
+        """Wait for the entries still being written."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+
+_DIGEST_SIZE = 20
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.blake2b(raw, digest_size=_DIGEST_SIZE).digest()
 
 
 def _structure_problem(data: Any) -> str | None:

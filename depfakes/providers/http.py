@@ -288,6 +288,8 @@ class HttpProvider(Provider):
     def stop(self) -> None:
         files = self._vcr.depfakes_files
         cassette_use.save(self._config, files.interactions, files.played)
+        if files.cache is not None:
+            files.cache.close()
         if self._server is not None:
             self._server.clear()
             if self._server.is_running():
