@@ -88,10 +88,19 @@ def _router_class() -> type[respx.MockRouter]:
     UnmatchedRequest.__qualname__ = UnmatchedRequest.__name__
     UnmatchedRequest.__module__ = __name__
 
+    from depfakes import respx_httpx2
+
+    make_route = respx_httpx2.route_class()
+
     class Router(respx.MockRouter):
         loopback = respx.Route().pass_through()
         # While recording, unmatched requests go out so the cassette can record them.
         recording = False
+
+        def route(self, *patterns: Any, name: str | None = None, **lookups: Any
+                  ) -> respx.Route:
+            """respx's, with routes that also take httpx2 responses (respx_httpx2.py)."""
+            return self.add(make_route(*patterns, **lookups), name=name)
 
         @contextmanager
         def resolver(self, request: httpx.Request) -> Iterator[Any]:
@@ -333,9 +342,13 @@ def _let_docker_through_vcrpy() -> None:
 
 @contextmanager
 def _started(router: respx.MockRouter) -> Iterator[None]:
+    """The router answers httpx (respx's own mocker) and httpx2 (respx_httpx2.py)."""
+    from depfakes import respx_httpx2
+
     router.start()
     try:
-        yield
+        with respx_httpx2.attached(router):
+            yield
     finally:
         router.stop(quiet=True)
 
