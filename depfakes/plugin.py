@@ -5,12 +5,13 @@ Everything else lives in its own module; this file only wires it into pytest.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 
-from depfakes import cassette_use, registry, vcr_compat
+from depfakes import cassette_use, registry, respx_compat, vcr_compat
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
@@ -76,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
         parse_env_lines(session_env_lines, "depfakes_session_env")
         validate_choices(settings.get("backend"),
                          {name: registry.get(name) for name in registry.names()})
+        if importlib.util.find_spec("respx") is not None:  # the http extra is installed
+            respx_compat.register(config, settings.get("respx_aliases"))
     except (SettingError, ValueError, DepfakesError) as exc:
         raise pytest.UsageError(f"depfakes: {exc}") from None
     workerinput = getattr(config, "workerinput", {})  # set on pytest-xdist workers

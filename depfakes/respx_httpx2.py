@@ -45,6 +45,12 @@ class Core2Mocker(HTTPCoreMocker):
     targets = _CORE2_TARGETS if installed() else []
 
     @classmethod
+    def to_httpx_request(cls, **kwargs: Any) -> Any:
+        request = super().to_httpx_request(**kwargs)  # type: ignore[no-untyped-call]
+        request.depfakes_httpx2 = True  # recorded in route.calls as an httpx2.Request
+        return request
+
+    @classmethod
     def _send_sync_request(cls, httpx_request: Any, **kwargs: Any) -> Any:
         with _as_httpcore2_errors():
             return super()._send_sync_request(  # type: ignore[no-untyped-call]
@@ -159,6 +165,19 @@ class Httpx2Route(Route):
         return as_httpx(effect)  # an httpx2.Response in a side_effect list
 
 
+def _as_httpx2_request(request: Any) -> Any:
+    """The httpx2.Request an httpx2 client sent (respx routed its httpx copy)."""
+    httpx2 = _httpx2()
+    if httpx2 is None or not getattr(request, "depfakes_httpx2", False):
+        return request
+    try:
+        content = request.content
+    except httpx.RequestNotRead:  # a streamed body respx did not read: keep respx's
+        return request
+    return httpx2.Request(request.method, str(request.url), headers=request.headers.raw,
+                          content=content, extensions=dict(request.extensions))
+
+
 def _converted_result(result: Any) -> Any:
     if inspect.isawaitable(result):
         async def awaited() -> Any:
@@ -167,6 +186,14 @@ def _converted_result(result: Any) -> Any:
     return as_httpx(result)
 
 
-def route_class() -> Callable[..., Route]:
-    """The Route class routers should make: respx's own when httpx2 is not installed."""
-    return Httpx2Route if installed() else Route
+class Httpx2MockRouter(respx.MockRouter):
+    """respx's MockRouter, whose routes also take httpx2 responses (when httpx2 is there),
+    and whose calls hold httpx2 requests for httpx2's (``calls[0].request.url ==
+    httpx2.URL(...)``; side effects still get respx's httpx request)."""
+
+    def record(self, request: Any, *, response: Any = None, route: Any = None) -> None:
+        super().record(_as_httpx2_request(request), response=response, route=route)
+
+    def route(self, *patterns: Any, name: str | None = None, **lookups: Any) -> Route:
+        make: Callable[..., Route] = Httpx2Route if installed() else Route
+        return self.add(make(*patterns, **lookups), name=name)

@@ -29,7 +29,8 @@ def test_routes_answer_httpx2_sync_and_async(deps):
 
     assert asyncio.run(go()) == {"USD": 1.1}
     assert route.call_count == 2
-    assert route.calls.last.request.url == f"{API}/rates"
+    assert route.calls.last.request.url == httpx2.URL(f"{API}/rates")  # httpx2's own
+    assert deps.http.mock.calls[0].request.url == httpx2.URL(f"{API}/rates")
 
 @pytest.mark.deps("http")
 def test_httpx_and_httpx2_in_one_test(deps):

@@ -88,19 +88,21 @@ def _router_class() -> type[respx.MockRouter]:
     UnmatchedRequest.__qualname__ = UnmatchedRequest.__name__
     UnmatchedRequest.__module__ = __name__
 
-    from depfakes import respx_httpx2
+    from respx.mocks import Mocker
 
-    make_route = respx_httpx2.route_class()
+    from depfakes.respx_httpx2 import Httpx2MockRouter
 
-    class Router(respx.MockRouter):
+    class Router(Httpx2MockRouter):
         loopback = respx.Route().pass_through()
         # While recording, unmatched requests go out so the cassette can record them.
         recording = False
 
-        def route(self, *patterns: Any, name: str | None = None, **lookups: Any
-                  ) -> respx.Route:
-            """respx's, with routes that also take httpx2 responses (respx_httpx2.py)."""
-            return self.add(make_route(*patterns, **lookups), name=name)
+        def alone(self) -> bool:
+            """Whether no other router (a respx_mock fixture's) is active: with one, an
+            unmatched loopback request is the other's to answer or refuse, as with respx
+            alone (routers answer in turn; letting it through would skip the other)."""
+            return all(router is self for mocker in Mocker.registry.values()
+                       for router in mocker.routers)
 
         @contextmanager
         def resolver(self, request: httpx.Request) -> Iterator[Any]:
@@ -108,8 +110,8 @@ def _router_class() -> type[respx.MockRouter]:
                 with super().resolver(request) as resolved:
                     yield resolved
                     # Unstubbed loopback traffic (deps.http.server, containers) goes through.
-                    if resolved.route is None and (self.recording
-                                                   or is_loopback(request.url.host)):
+                    if resolved.route is None and (self.recording or (
+                            is_loopback(request.url.host) and self.alone())):
                         resolved.route, resolved.response = self.loopback, request
             except AllMockedAssertionError as exc:
                 if isinstance(exc, UnmatchedRequest):
@@ -161,6 +163,10 @@ class HttpProvider(Provider):
                 "or \"auto\" (the default: pytest-recording's for tests marked "
                 "@pytest.mark.vcr, depfakes' for the others).", default="auto",
                 choices=("auto", "depfakes", "pytest-recording", "pytest-vcr"), cli=False),
+        Setting("respx_aliases", "Other names of respx's respx_mock fixture and respx "
+                "marker, FIXTURE:MARKER per line (the OpenAI SDK's respx2_mock:respx2): served "
+                "as respx serves its own, with httpx2 answered too.", type="lines",
+                default=list, cli=False),
         Setting("scrub", "Names of headers, parameters or JSON fields to scrub from what is "
                 "recorded, one per line, besides the built-in ones; '-name' keeps a name the "
                 "built-in rules would scrub (a 'token' pagination cursor), 'off' turns the "
