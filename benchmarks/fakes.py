@@ -144,6 +144,61 @@ VARIANTS: dict[str, dict[str, str]] = {
                 assert router is not None
         """,
     },
+    "http route, httpx": {
+        "depfakes": """
+            import httpx, pytest
+
+            CLIENT = httpx.Client()  # the app's client, made once
+
+            @pytest.mark.deps("http")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                deps.http.mock.get("https://api.example.com/rates").respond(json={"USD": n})
+                assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
+        """,
+        "naive": """
+            import httpx, pytest, respx
+
+            CLIENT = httpx.Client()
+
+            @pytest.fixture
+            def router():
+                with respx.mock(assert_all_called=False) as router:
+                    yield router
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(router, n):
+                router.get("https://api.example.com/rates").respond(json={"USD": n})
+                assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
+        """,
+    },
+    "http route, httpx2": {
+        "depfakes": """
+            import httpx2, pytest
+
+            CLIENT = httpx2.Client()  # the app's client (an SDK's), made once
+
+            @pytest.mark.deps("http")
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(deps, n):
+                deps.http.mock.get("https://api.example.com/rates").respond(json={"USD": n})
+                assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
+        """,
+        "naive": """
+            import httpx2, pytest
+
+            @pytest.fixture
+            def client(request):
+                n = request.node.callspec.params["n"]
+                transport = httpx2.MockTransport(lambda r: httpx2.Response(200, json={"USD": n}))
+                with httpx2.Client(transport=transport) as client:
+                    yield client
+
+            @pytest.mark.parametrize("n", range(N))
+            def test_it(client, n):
+                assert client.get("https://api.example.com/rates").json() == {"USD": n}
+        """,
+    },
     "http cassette replay": {
         "depfakes": """
             import httpx, pytest
