@@ -41,7 +41,11 @@ class Core2Mocker(HTTPCoreMocker):
     Transport errors a route raises become httpcore2's, which httpx2 turns into its own
     (an SDK tells a timeout from a refused connection by them)."""
 
-    name = "depfakes-httpcore2"
+    # Not in respx's registry (no name): nothing looks it up by name, and a module imported
+    # again (pytester's in-process runs) would be refused as a second mocker of that name.
+    name = ""
+    routers: ClassVar[list[Any]] = []
+    _patches: ClassVar[list[Any]] = []
     # Mocker.start() skips missing attributes but not missing modules.
     targets = _CORE2_TARGETS if installed() else []
 
