@@ -16,7 +16,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -220,9 +220,10 @@ class HttpProvider(Provider):
         try:
             handle._exits.enter_context(_started(router))
             self._current = router
-            why = "this test declares 'http'"
             if self._cassettes_off:  # unmatched requests go out, as they are
-                handle._exits.enter_context(restricted(why, self._allow_hosts, allow_all=True))
+                handle._exits.enter_context(restricted(
+                    "this test declares 'http', cassettes off", self._allow_hosts,
+                    allow_all=True))
                 router.recording = True  # type: ignore[attr-defined]
             else:
                 self._open_cassette(item, options, handle)
@@ -260,9 +261,9 @@ class HttpProvider(Provider):
         if oldest is None or datetime.now(timezone.utc) - oldest <= self._max_age:
             return
         age = datetime.now(timezone.utc) - oldest
-        message = (f"depfakes http: cassette {path} is {age.days} days old (its oldest "
+        message = (f"depfakes http: cassette {path} is {_days(age)} old (its oldest "
                    f"response is dated {oldest:%Y-%m-%d}), older than "
-                   f"depfakes_cassette_max_age ({self._max_age.days} days). Re-record it "
+                   f"depfakes_cassette_max_age ({_days(self._max_age)}). Re-record it "
                    f"against the real API: pytest '{nodeid}' {self._record_flag}=rewrite")
         if self._strict:
             pytest.fail(message, pytrace=False)
@@ -324,6 +325,10 @@ class HttpProvider(Provider):
         except Exception:
             return False
         return bool(router.answers(candidate))
+
+
+def _days(age: timedelta) -> str:
+    return f"{age.days} days" if age.days else f"{age.seconds // 3600} hours"
 
 
 def _parse_cache(config: pytest.Config) -> ParseCache | None:
