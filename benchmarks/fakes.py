@@ -48,6 +48,19 @@ REDIS_WORK = """
                 client.close()
 """
 
+# One routed request per test, through the app's client (an SDK's), made once.
+ROUTED = """
+    import CLIENT_LIBRARY, pytest
+
+    CLIENT = CLIENT_LIBRARY.Client()
+
+    @pytest.mark.deps("http")
+    @pytest.mark.parametrize("n", range(N))
+    def test_it(deps, n):
+        deps.http.mock.get("https://api.example.com/rates").respond(json={"USD": n})
+        assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
+"""
+
 VARIANTS: dict[str, dict[str, str]] = {
     "redis": {
         "depfakes": """
@@ -145,17 +158,7 @@ VARIANTS: dict[str, dict[str, str]] = {
         """,
     },
     "http route, httpx": {
-        "depfakes": """
-            import httpx, pytest
-
-            CLIENT = httpx.Client()  # the app's client, made once
-
-            @pytest.mark.deps("http")
-            @pytest.mark.parametrize("n", range(N))
-            def test_it(deps, n):
-                deps.http.mock.get("https://api.example.com/rates").respond(json={"USD": n})
-                assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
-        """,
+        "depfakes": ROUTED.replace("CLIENT_LIBRARY", "httpx"),
         "naive": """
             import httpx, pytest, respx
 
@@ -173,17 +176,7 @@ VARIANTS: dict[str, dict[str, str]] = {
         """,
     },
     "http route, httpx2": {
-        "depfakes": """
-            import httpx2, pytest
-
-            CLIENT = httpx2.Client()  # the app's client (an SDK's), made once
-
-            @pytest.mark.deps("http")
-            @pytest.mark.parametrize("n", range(N))
-            def test_it(deps, n):
-                deps.http.mock.get("https://api.example.com/rates").respond(json={"USD": n})
-                assert CLIENT.get("https://api.example.com/rates").json() == {"USD": n}
-        """,
+        "depfakes": ROUTED.replace("CLIENT_LIBRARY", "httpx2"),
         "naive": """
             import httpx2, pytest
 
