@@ -5,7 +5,6 @@ Everything else lives in its own module; this file only wires it into pytest.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Generator
 from typing import Any
 
@@ -77,7 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
         parse_env_lines(session_env_lines, "depfakes_session_env")
         validate_choices(settings.get("backend"),
                          {name: registry.get(name) for name in registry.names()})
-        if importlib.util.find_spec("respx") is not None:  # the http extra is installed
+        if _installed("http"):  # respx_mock tests declare http only where it can run
             respx_compat.register(config, settings.get("respx_aliases"))
     except (SettingError, ValueError, DepfakesError) as exc:
         raise pytest.UsageError(f"depfakes: {exc}") from None
@@ -87,6 +86,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines,
                                            session_env_lines)
     cassette_use.start_run(config)  # what `depfakes cassettes check --unused` reports
+
+
+def _installed(name: str) -> bool:
+    try:
+        registry.get(name).check_installed()
+    except MissingExtra:
+        return False
+    return True
 
 
 @pytest.hookimpl(optionalhook=True)

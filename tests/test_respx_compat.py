@@ -80,3 +80,18 @@ def test_renamed_respx_fixtures_by_configuration(project, pytester):
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*depfakes_respx_aliases: expected FIXTURE:MARKER (e.g. "
                               "respx2_mock:respx2), got 'respx2_mock'"])
+
+
+def test_respx_mock_tests_run_as_they_did_where_http_cannot(project, pytester):
+    """respx installed without the rest of depfakes' http extra (a project using depfakes
+    for its databases only): its respx_mock tests do not turn into http tests."""
+    project("""
+        import httpx
+
+        def test_plain_respx(respx_mock):
+            respx_mock.get("https://api.example.com/rates").respond(json={"USD": 1.1})
+            assert httpx.get("https://api.example.com/rates").json() == {"USD": 1.1}
+    """, conftest="import sys\nsys.modules['vcr'] = None  # vcrpy not installed\n",
+            name="test_plain")
+    result = pytester.runpytest_subprocess("--deps-strict")
+    result.assert_outcomes(passed=1)
