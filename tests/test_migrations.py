@@ -129,10 +129,26 @@ def test_a_kept_template_is_rebuilt_when_a_migration_changes(project, pytester,
             parser.addoption("--expect")
     """, ini="depfakes_postgres_migrations = alembic.ini")
     args = ("-p", "no:randomly", "--deps-reuse")
-    pytester.runpytest_subprocess(*args, "--expect=id,email").assert_outcomes(passed=2)
-    (pytester.path / "migrations" / "versions" / "002_name.py").write_text(REVISION.format(
-        rev="002", down="001", body='op.add_column("accounts", sa.Column("name", sa.Text))'))
-    pytester.runpytest_subprocess(*args, "--expect=id,email,name").assert_outcomes(passed=2)
+    try:
+        pytester.runpytest_subprocess(*args, "--expect=id,email").assert_outcomes(passed=2)
+        (pytester.path / "migrations" / "versions" / "002_name.py").write_text(
+            REVISION.format(rev="002", down="001",
+                            body='op.add_column("accounts", sa.Column("name", sa.Text))'))
+        pytester.runpytest_subprocess(*args, "--expect=id,email,name").assert_outcomes(
+            passed=2)
+    finally:  # the kept templates are this test's: the server is shared with other tests
+        _drop_kept_templates(postgres_server)
+
+
+def _drop_kept_templates(url: str) -> None:
+    import psycopg
+
+    from depfakes.providers.postgres import drop_database
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        for (name,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE "
+                                     "'depfakes\\_tpl\\_%'").fetchall():
+            drop_database(admin, name)
 
 
 def test_a_missing_migrations_path_is_one_clear_error(project, pytester, postgres_server,
