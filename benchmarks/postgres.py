@@ -142,6 +142,26 @@ def test_orders(deps, n):
     app.work(deps.postgres.session, n)
 """
 
+# An app that builds its engine at import from DATABASE_URL, under a stable URL.
+DEPFAKES_STABLE_CONFTEST = DEPFAKES_CONFTEST + '''
+import os
+import sqlalchemy as sa
+
+ENGINE = sa.create_engine(os.environ["DATABASE_URL"])
+'''
+
+DEPFAKES_STABLE = """
+import pytest, app, conftest
+from sqlalchemy.orm import Session
+
+@pytest.mark.deps("postgres")
+@pytest.mark.parametrize("n", range(N))
+def test_orders(deps, n):
+    with Session(conftest.ENGINE) as session:
+        app.work(session, n)
+"""
+STABLE_ENV = {"DEPFAKES_POSTGRES_STABLE_URL": "1", "DEPFAKES_ENV": "DATABASE_URL = postgres.url"}
+
 DEPFAKES_TRANSACTION = DEPFAKES_DATABASE.replace('"postgres")', '"postgres", '
                                                  'isolation="transaction")')
 
@@ -221,23 +241,25 @@ def test_orders(n):
     pass
 """
 
-# name: (conftest, tests, baseline it is compared with, --deps-reuse)
-VARIANTS = {
-    "control": ("", CONTROL, None, False),
+# name: (conftest, tests, baseline it is compared with, --deps-reuse, environment)
+VARIANTS: dict[str, tuple[str, str, str | None, bool, dict[str, str]]] = {
+    "control": ("", CONTROL, None, False, {}),
     "depfakes database": (DEPFAKES_CONFTEST, DEPFAKES_DATABASE, "baseline template-clone",
-                          False),
+                          False, {}),
     "depfakes db, --deps-reuse": (DEPFAKES_CONFTEST, DEPFAKES_DATABASE,
-                                  "baseline template-clone", True),
+                                  "baseline template-clone", True, {}),
+    "depfakes db, stable URL": (DEPFAKES_STABLE_CONFTEST, DEPFAKES_STABLE,
+                                "baseline template-clone", False, STABLE_ENV),
     "depfakes transaction": (DEPFAKES_CONFTEST, DEPFAKES_TRANSACTION, "baseline savepoint",
-                             False),
-    "baseline template-clone": (BASELINE_CONFTEST, BASELINE_TEMPLATE, None, False),
-    "baseline savepoint": (BASELINE_CONFTEST, BASELINE_SAVEPOINT, None, False),
+                             False, {}),
+    "baseline template-clone": (BASELINE_CONFTEST, BASELINE_TEMPLATE, None, False, {}),
+    "baseline savepoint": (BASELINE_CONFTEST, BASELINE_SAVEPOINT, None, False, {}),
 }
 
 
 def run(conftest: str, tests_src: str, tests: int, workdir: Path,
         backend: str = "postgres=docker", reuse: bool = False,
-        tables: int = 100) -> dict[str, Any]:
+        tables: int = 100, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``tests_src`` (``range(N)`` becomes ``range(tests)``) with ``conftest`` in a
     pytest of its own; its wall time, the seconds from launch to the first test body
     ("start") and pytest's output."""
@@ -248,7 +270,8 @@ def run(conftest: str, tests_src: str, tests: int, workdir: Path,
     out = workdir / "out.json"
     env = {**os.environ, "BENCH_OUT": str(out), "BENCH_TABLES": str(tables),
            "TESTCONTAINERS_RYUK_DISABLED": "true", "DEPFAKES_BACKEND": backend,
-           "DEPFAKES_REUSE": "1" if reuse else "0", "PYTHONPATH": str(workdir)}
+           "DEPFAKES_REUSE": "1" if reuse else "0", "PYTHONPATH": str(workdir),
+           **(extra_env or {})}
     launched = time.time()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-p", "no:randomly", "-p", "no:xdist", str(workdir)],
@@ -265,13 +288,13 @@ def run(conftest: str, tests_src: str, tests: int, workdir: Path,
 
 def measure(tests: int, tables: int, tmp: Path) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
-    for name, (conftest, source, _, reuse) in VARIANTS.items():
+    for name, (conftest, source, _, reuse, env) in VARIANTS.items():
         home = tmp / name.replace(" ", "_").replace(",", "")
         # With reuse, a first run keeps the server and the template; the run measured
         # adopts them (same directory), as a developer's second run does.
         if reuse:
-            run(conftest, source, 1, home, reuse=True, tables=tables)
-        result = run(conftest, source, tests, home, reuse=reuse, tables=tables)
+            run(conftest, source, 1, home, reuse=True, tables=tables, extra_env=env)
+        result = run(conftest, source, tests, home, reuse=reuse, tables=tables, extra_env=env)
         starts = result["starts"]
         rows[name] = {"start_s": result["start"], "wall_s": result["wall"],
                       "per_test_ms": (starts[-1] - starts[1]) / (len(starts) - 2) * 1000}

@@ -227,6 +227,15 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "declare",
+        "Dependencies every test under a path declares, one 'PATH = name, name' per line, "
+        "PATH (a directory or a file) relative to the rootdir, e.g. 'tests/api = postgres'. "
+        "Markers add to them and set their options.",
+        type="lines",
+        default=list,
+        cli=False,
+    ),
+    Setting(
         "env",
         "Environment variables to set for each test from handle attributes, one "
         "'VAR = dependency.attribute' per line, e.g. 'REDIS_URL = redis.url'.",

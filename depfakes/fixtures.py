@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from depfakes import vcr_compat
+from depfakes import stable_url, vcr_compat
 from depfakes.deps import Deps, open_deps, session_environment
 from depfakes.errors import MarkerError
 from depfakes.marker import EMPTY_SPEC, DepsSpec, spec_for
@@ -55,6 +55,7 @@ def _depfakes_session_env(request: pytest.FixtureRequest) -> Iterator[None]:
     # depfakes_session_env: before any other session fixture (autouse ones come first),
     # so a project's own session fixtures find the server's address in the environment.
     state = session_state(request.config)
+    stable_url.wait_for_database(request.session)  # depfakes_postgres_stable_url
     if not state.session_env_lines:
         yield
         return

@@ -8,8 +8,10 @@ for each option; conflicting pins or options at the same level are an error.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +180,31 @@ def handle_attributes(handle_type: type) -> list[str]:
 def _suggest(word: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_declare_lines(lines: Iterable[str], rootpath: Path) -> list[tuple[Path, list[str]]]:
+    """ini ``depfakes_declare``: ``PATH = name, name`` per line, PATH (a directory or a
+    file) relative to the rootdir. Checked up front: a typo fails the session."""
+    parsed = []
+    for line in lines:
+        path_text, sep, names_text = line.partition("=")
+        names = [name.strip() for name in names_text.split(",") if name.strip()]
+        if not sep or not path_text.strip() or not names:
+            raise MarkerError(f"depfakes_declare line {line!r}: expected 'PATH = dependency, "
+                              "...' (e.g. 'tests/api = postgres, redis')")
+        path = Path(os.path.normpath(rootpath / path_text.strip()))
+        if not path.exists():
+            raise MarkerError(f"depfakes_declare line {line!r}: {path} does not exist "
+                              f"(paths are relative to the rootdir, {rootpath})")
+        try:
+            _validate(dict.fromkeys(names), {})
+        except MarkerError as exc:
+            raise MarkerError(f"depfakes_declare line {line!r}: {exc}") from None
+        parsed.append((path, names))
+    return parsed
+
+
+def declared_under(item_path: Path, declared: list[tuple[Path, list[str]]]) -> list[str]:
+    """The dependencies ``depfakes_declare`` gives a test at ``item_path``."""
+    return [name for path, names in declared
+            if item_path == path or path in item_path.parents for name in names]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from depfakes import cassette_use, registry, respx_compat, vcr_compat
+from depfakes import cassette_use, registry, respx_compat, stable_url, vcr_compat
 from depfakes.backends import validate_choices
 from depfakes.backends.shared import WORKERINPUT_KEY, SharedRun
 from depfakes.config import CORE_SETTINGS, SettingError, Settings, add_options
@@ -27,10 +27,17 @@ from depfakes.fixtures import (  # noqa: F401 - registered as this plugin's fixt
     requested_dependencies,
     s3,
 )
-from depfakes.marker import MARKER, spec_for
+from depfakes.marker import MARKER, declared_under, parse_declare_lines, spec_for
 from depfakes.progress import report_lines
 from depfakes.runtime import Runtime
-from depfakes.state import DEPS_KEY, SPEC_KEY, STATE_KEY, SessionState, session_state
+from depfakes.state import (
+    DEPS_KEY,
+    NEXT_ITEM_KEY,
+    SPEC_KEY,
+    STATE_KEY,
+    SessionState,
+    session_state,
+)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -48,6 +55,13 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "--deps-doctor", action="store_true", dest="depfakes_doctor",
         help="With --collect-only: report which backend serves each dependency (what "
              "`depfakes doctor` runs).")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before conftest.py imports the app: a stable database URL must be in the
+    # environment by then (depfakes_postgres_stable_url).
+    stable_url.start(early_config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
         parse_env_lines(env_lines)
         session_env_lines = expand_env_lines(settings.get("session_env"))
         parse_env_lines(session_env_lines, "depfakes_session_env")
+        declared_paths = parse_declare_lines(settings.get("declare"), config.rootpath)
         validate_choices(settings.get("backend"),
                          {name: registry.get(name) for name in registry.names()})
         if _installed("http"):  # respx_mock tests declare http only where it can run
@@ -83,8 +98,13 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", {})  # set on pytest-xdist workers
     shared = (SharedRun.from_workerinput(workerinput[WORKERINPUT_KEY])
               if WORKERINPUT_KEY in workerinput else None)
-    config.stash[STATE_KEY] = SessionState(Runtime(config, settings, shared), env_lines,
-                                           session_env_lines)
+    early = config.stash.get(stable_url.EARLY_KEY, None)  # started a server already
+    runtime = early or Runtime(config, settings, shared)
+    runtime.settings, runtime.shared = settings, shared or runtime.shared
+    config.stash[STATE_KEY] = SessionState(
+        runtime, env_lines, session_env_lines,
+        shared_run=runtime.shared if early is not None and shared is None else None,
+        declared_paths=declared_paths)
     cassette_use.start_run(config)  # what `depfakes cassettes check --unused` reports
 
 
@@ -182,6 +202,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 for line in state.session_env_lines])
 
 
+def pytest_depfakes_declared(item: pytest.Item) -> list[str] | None:
+    state = item.config.stash.get(STATE_KEY, None)  # depfakes_declare
+    return declared_under(item.path, state.declared_paths) if state else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    item.stash[NEXT_ITEM_KEY] = nextitem  # a database scope wider than a test looks ahead
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     yield  # a failing body raises here, and needs no further verdict
@@ -220,6 +250,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    stable_url.restore(config)
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.runtime.stop()

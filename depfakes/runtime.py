@@ -71,7 +71,7 @@ class MainThreadWork:
         """End a ``serve`` that is waiting (a start just finished)."""
         self._jobs.put(None)
 
-    def serve(self, item: pytest.Item, seconds: float) -> None:
+    def serve(self, item: pytest.Item | None, seconds: float) -> None:
         """On the main thread: wait up to ``seconds`` for a job, and do it."""
         try:
             entry = self._jobs.get(timeout=seconds)
@@ -118,6 +118,10 @@ class Runtime:
         self._server_status: ServerStatus | None = None
         self.costs: list[TestCost] = []
         self.main_thread = MainThreadWork()
+        # Providers whose server started before conftest.py loaded (start_server_now),
+        # and what failed there (reported by the first test that needs it).
+        self._early: dict[Key, Provider] = {}
+        self._early_errors: dict[Key, BaseException] = {}
 
     @property
     def strict(self) -> bool:
@@ -205,6 +209,12 @@ class Runtime:
     def stop(self) -> None:
         self.main_thread.close()
         self._executor.shutdown(wait=True)
+        for key, provider in self._early.items():  # its server alone (an xdist controller)
+            try:
+                provider.stop()
+            except Exception as exc:
+                warnings.warn(f"depfakes: stopping {key_label(key)} failed: {exc!r}",
+                              stacklevel=1)
         for key, future in self._starts.items():
             if future.exception() is not None:
                 continue
@@ -218,22 +228,56 @@ class Runtime:
             # removes them after the last worker.
             shutil.rmtree(self._workdir, ignore_errors=True)
 
+    def start_server_now(self, name: str) -> Provider | None:
+        """Start ``name``'s server in this thread, before conftest.py loads (its address is
+        exported then); the rest of its start runs later, like any other. None when it
+        cannot start: the first test that needs it reports why."""
+        key = (name, None)
+        began = time.perf_counter()
+        try:
+            cls = registry.get(name)
+            cls.check_installed()
+            self._preload(cls)
+            provider = cls()
+            ctx = self._context(key, cls)
+            with ctx.held:
+                provider.start_server(ctx)
+        except Exception as exc:
+            self._early_errors[key] = exc
+            return None
+        self.start_seconds[key_label(key)] = time.perf_counter() - began
+        self._early[key] = provider
+        return provider
+
+    def wait_quietly(self, name: str) -> None:
+        """Wait until ``name`` has started (or failed: its tests report it), serving the
+        work a start hands to this thread meanwhile."""
+        self.prepare(name, None)
+        future = self._starts[(name, None)]
+        while not future.done():
+            self.main_thread.serve(None, 0.05)
+
     def _start(self, key: Key) -> Provider:
-        name, version = key
+        if key in self._early_errors:
+            raise self._early_errors[key]
+        name = key[0]
         cls = registry.get(name)
         cls.check_installed()
         began = time.perf_counter()
         self._preload(cls)
-        provider = cls()
-        ctx = StartContext(name=name, version=version, settings=self.settings,
-                           config=self.config, provider_class=cls,
-                           workdir=self._provider_dir(key),
-                           shared=self.shared,
-                           status=lambda text: self._status_text.__setitem__(key, text))
+        provider = self._early.pop(key, None) or cls()
+        ctx = self._context(key, cls)
         with ctx.held:  # xdist: the shared server's lock, taken by ctx.server()
             provider.start(ctx)
-        self.start_seconds[key_label(key)] = time.perf_counter() - began
+        self.start_seconds[key_label(key)] = (time.perf_counter() - began
+                                              + (self.start_seconds.get(key_label(key)) or 0))
         return provider
+
+    def _context(self, key: Key, cls: type[Provider]) -> StartContext:
+        return StartContext(name=key[0], version=key[1], settings=self.settings,
+                            config=self.config, provider_class=cls,
+                            workdir=self._provider_dir(key), shared=self.shared,
+                            status=lambda text: self._status_text.__setitem__(key, text))
 
     def _preload(self, cls: type[Provider]) -> None:
         """Import what the start needs, one provider at a time: starts run in parallel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,11 +22,15 @@ class SessionState:
     session_env_lines: list[str] = field(default_factory=list)
     # On a pytest-xdist controller: the servers its workers share, stopped at its end.
     shared_run: SharedRun | None = None
+    # depfakes_declare: (path, dependencies every test under it declares).
+    declared_paths: list[tuple[Path, list[str]]] = field(default_factory=list)
 
 
 STATE_KEY = pytest.StashKey[SessionState]()
 SPEC_KEY: pytest.StashKey[DepsSpec] = pytest.StashKey()
 DEPS_KEY: pytest.StashKey[Deps] = pytest.StashKey()
+# The test pytest runs after this one (None: the last), for database scopes wider than a test.
+NEXT_ITEM_KEY: pytest.StashKey[pytest.Item | None] = pytest.StashKey()
 
 
 def session_state(config: pytest.Config) -> SessionState:

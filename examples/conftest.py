@@ -7,7 +7,7 @@ import sqlalchemy
 from shop.orders import Base
 
 # A project of its own (pytest-django, its own pytest.ini): run it from examples/django.
-collect_ignore = ["django"]
+collect_ignore = ["django", "fastapi"]
 
 
 def pytest_depfakes_postgres_init(dsn: str) -> None:

@@ -343,6 +343,18 @@ def test_clone_mode_isolates_the_same_suite(project, pytester, tmp_path, monkeyp
     assert len({row[3] for row in rows}) == len(rows)  # a new database every time
 
 
+def test_a_stable_url_isolates_the_same_suite(project, pytester, tmp_path, monkeypatch):
+    """depfakes_postgres_stable_url: one database name all session, reset in the test's
+    teardown (or replaced by a clone renamed into place)."""
+    need(local_ok(), "PostgreSQL binaries")
+    monkeypatch.setenv("DEPFAKES_POSTGRES_STABLE_URL", "true")
+    rows, _ = _run_suite(project, pytester, tmp_path, monkeypatch, 200,
+                         "--deps-backend", "postgres=local")
+    assert len({row[3] for row in rows}) == 1
+    counts = [count for _, count, *_ in rows]
+    assert max(counts) <= 4, counts  # the template, the stable one, a spare, one dropping
+
+
 def test_a_role_that_is_not_superuser_gets_clones_and_the_same_isolation(
         project, pytester, tmp_path, monkeypatch, postgres_server):
     """A shared server where depfakes' role may create databases but is no superuser:

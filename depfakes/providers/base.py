@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,7 +103,14 @@ def run_init_target(ini_name: str, target: str | None, argument: Any) -> None:
     module, _, attr = target.partition(":")
     if not attr:
         raise MissingInitTarget(f"{ini_name} = {target!r}: expected 'module:callable'")
-    importlib.import_module(module).__dict__[attr](argument)
+    function = importlib.import_module(module).__dict__[attr]
+    try:
+        takes_none = not inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass the argument
+        takes_none = False
+    # An app's own seed script (``app.initial_data:main``) takes nothing and uses the app's
+    # engine, which a stable URL points at the database being built.
+    function() if takes_none else function(argument)
 
 
 class InitHookFailed(DepfakesError):
@@ -199,6 +207,10 @@ class Provider(ABC):
     @classmethod  # noqa: B027 - optional hook
     def probe(cls, url: str) -> None:
         """Connect to a server at ``url`` once (``depfakes doctor``); raise if it fails."""
+
+    def start_server(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
+        """Obtain only the server, before conftest.py loads (a stable URL needs its
+        address then); ``start`` does the rest later. Providers that can override it."""
 
     def start(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
         """Prepare session-level state. Runs once, in a background thread."""

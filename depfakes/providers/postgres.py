@@ -52,7 +52,12 @@ from depfakes.backends import (
 from depfakes.backends import local as local_backend
 from depfakes.config import Setting, Settings
 from depfakes.errors import DepfakesError, MissingExtra
-from depfakes.providers import postgres_driver, postgres_migrations, postgres_reset
+from depfakes.providers import (
+    postgres_driver,
+    postgres_migrations,
+    postgres_reset,
+    postgres_stable,
+)
 from depfakes.providers.base import (
     InitHookFailed,
     Option,
@@ -60,6 +65,7 @@ from depfakes.providers.base import (
     StartContext,
     run_init_target,
 )
+from depfakes.state import NEXT_ITEM_KEY
 
 if TYPE_CHECKING:
     import psycopg
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 DEFAULT_IMAGE = "postgres:17-alpine"
+SCOPES = ("function", "class", "module", "session")
 # Test data is throwaway: durability costs time and buys nothing.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
@@ -91,6 +98,8 @@ class PostgresHandle:
         self._recycler = recycler
         self._opened: list[Any] = []
         self.created: list[str] = []  # databases of create_database(), dropped after
+        # The scope (a module, say) whose next test gets this database as it is.
+        self.kept_for: pytest.Collector | pytest.Session | None = None
 
     def _url(self, scheme: str) -> str:
         return with_database(self._server_url, self.dbname, scheme)
@@ -132,7 +141,7 @@ class PostgresHandle:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         if template == self.dbname and self._recycler is not None:
             self.__dict__.pop("engine", None)
-            self._recycler.disconnect(self.dbname)  # a copy needs it without connections
+            self._recycler.forget(self.dbname)  # a copy needs it without connections
         with postgres_driver.connect(self._server_url, autocommit=True) as admin:
             admin.execute(statement)
         self.created.append(name)
@@ -217,6 +226,17 @@ class PostgresHandle:
 
     def __repr__(self) -> str:
         return f"<PostgresHandle {self.dbname} isolation={self.isolation}>"
+
+
+def _scope_node(item: pytest.Item, scope: str) -> pytest.Collector | pytest.Session | None:
+    """The node whose tests share one database under ``scope`` (None: none do)."""
+    if scope == "session":
+        return item.session
+    if scope == "module":
+        return item.getparent(pytest.Module)
+    if scope == "class":
+        return item.getparent(pytest.Class)
+    return None
 
 
 def _query_value(query: str, name: str) -> str | None:
@@ -321,10 +341,10 @@ def database_name(kind: str = "") -> str:
 
 _NUMBERS = itertools.count(1)
 # Whose a database is, for the sweep: depfakes_<session>_<n> (x<n>: create_database()),
-# a session's template depfakes_<session>_tpl_<init fingerprint>. Not the pid-named ones
-# of depfakes before leases (depfakes_<session>_<pid>_<n>): their sessions hold no lease,
-# and may be alive.
-_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl_[0-9a-f]{12})")
+# a session's template depfakes_<session>_tpl_<init fingerprint>, its stable database
+# depfakes_<session>_stable. Not the pid-named ones of depfakes before leases
+# (depfakes_<session>_<pid>_<n>): their sessions hold no lease, and may be alive.
+_OWNED = re.compile(r"depfakes_([0-9a-f]{12})_(?:x?\d+|tpl_[0-9a-f]{12}|stable)")
 # Providers of this process using a template, per server: the last one drops it.
 _TEMPLATE_USERS: collections.Counter[tuple[str, str]] = collections.Counter()
 
@@ -438,11 +458,22 @@ class PostgresProvider(Provider):
                 "(reset, the default; needs a superuser) or \"clone\" (dropped, and the "
                 "next test gets a fresh clone of the template).",
                 default="in-place", choices=("in-place", "clone")),
+        Setting("postgres_scope", "Default of the marker's scope= option: which tests share "
+                "one database (function, class, module, session).", default="function",
+                choices=SCOPES),
+        Setting("postgres_stable_url", "One database URL for the whole session (per xdist "
+                "worker), known before conftest.py imports the app: depfakes_env's postgres "
+                "variables are set then; each test still gets the database like new.",
+                type="bool", default=False),
     )
     options: ClassVar[Mapping[str, Option]] = {
         "isolation": Option("database", "\"database\": a database per test (default); "
                             "\"transaction\": a rolled-back transaction on a shared one.",
                             type=str, choices=("database", "transaction")),
+        "scope": Option("function", "Which tests share one database (isolation=\"database\"): "
+                        "\"function\" (none, the default), \"class\", \"module\" or "
+                        "\"session\"; made new when the next test is outside the scope.",
+                        type=str, choices=SCOPES, setting="postgres_scope"),
     }
 
     @classmethod
@@ -466,10 +497,20 @@ class PostgresProvider(Provider):
     def probe(cls, url: str) -> None:
         _ready(url)
 
-    def start(self, ctx: StartContext) -> None:
+    def start_server(self, ctx: StartContext) -> None:
+        """Only the server (the rest of ``start`` needs the init hooks of conftest.py):
+        run early for depfakes_postgres_stable_url."""
         self._server = obtain(self._spec(ctx), ctx)
         self.description = self._server.description
         self._admin_url = self._server.url
+
+    def stable_handle(self) -> PostgresHandle:
+        """What depfakes_env exports before conftest.py loads, under a stable URL."""
+        return PostgresHandle(self._admin_url, postgres_stable.stable_name(), "database")
+
+    def start(self, ctx: StartContext) -> None:
+        if not hasattr(self, "_server"):
+            self.start_server(ctx)
         try:
             self._prepare_databases(ctx)
         except BaseException:
@@ -482,6 +523,8 @@ class PostgresProvider(Provider):
             raise
         self._txn: tuple[sqlalchemy.Engine, str] | None = None
         self._txn_lock = threading.Lock()
+        # A database kept for the next test of a wider scope, and that scope's node.
+        self._kept: tuple[str, pytest.Item | pytest.Collector | pytest.Session] | None = None
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> PostgresHandle:
         if options["isolation"] == "transaction":
@@ -489,8 +532,22 @@ class PostgresProvider(Provider):
             connection = engine.connect()
             connection.begin()  # the outer transaction, rolled back in release()
             return PostgresHandle(self._admin_url, dbname, "transaction", connection)
-        return PostgresHandle(self._admin_url, self._databases.take(), "database",
-                              recycler=self._databases)
+        scope = _scope_node(item, options["scope"])
+        if self._kept is not None and self._kept[1] is not scope:  # its scope is over
+            self._give_back(self._kept[0])
+            self._kept = None
+        if self._kept is not None:
+            dbname, self._kept = self._kept[0], None
+        else:
+            dbname = self._stable.name if self._stable else self._databases.take()
+        handle = PostgresHandle(self._admin_url, dbname, "database", recycler=self._databases)
+        # pytest runs the next test already chosen (pytest_runtest_protocol's nextitem):
+        # a wider scope keeps the database for it, as it is.
+        following = item.stash.get(NEXT_ITEM_KEY, None)
+        if scope is not None and following is not None and \
+                _scope_node(following, options["scope"]) is scope:
+            handle.kept_for = scope
+        return handle
 
     def release(self, handle: PostgresHandle) -> None:
         try:
@@ -502,10 +559,18 @@ class PostgresProvider(Provider):
                 if transaction is not None and transaction.is_active:
                     transaction.rollback()
                 connection.close()
+            elif handle.kept_for is not None:
+                self._kept = (handle.dbname, handle.kept_for)
             else:
-                self._databases.give_back(handle.dbname)
+                self._give_back(handle.dbname)
             for name in handle.created:
                 self._pool.drop_later(name)
+
+    def _give_back(self, dbname: str) -> None:
+        if self._stable:
+            self._stable.give_back()
+        else:
+            self._databases.give_back(dbname)
 
     def server_handle(self) -> PostgresHandle:
         """The server's maintenance database (PGDATABASE=postgres with ``PG*``)."""
@@ -513,7 +578,14 @@ class PostgresProvider(Provider):
                               or "postgres", "database")
 
     def stop(self) -> None:
+        if not hasattr(self, "_databases"):  # only the server was started (start_server)
+            self._server.stop()
+            return
         try:
+            if self._kept is not None and not self._stable:
+                self._databases.give_back(self._kept[0])
+            if self._stable:
+                self._stable.close()
             if self._txn is not None:
                 self._txn[0].dispose()
                 self._pool.drop_later(self._txn[1])
@@ -559,6 +631,12 @@ class PostgresProvider(Provider):
 
     def _prepare_databases(self, ctx: StartContext) -> None:
         self._reuse = bool(ctx.settings.get("reuse"))
+        # An unpinned postgres only: a pin is another server, or another template.
+        self._stable_name = (postgres_stable.stable_name()
+                             if ctx.settings.get("postgres_stable_url") and not ctx.version
+                             else None)
+        if self._stable_name:
+            postgres_stable.guard_pools()
         # Other sessions (reuse) or other xdist workers (shared) use the template too.
         self._keep_template = self._reuse or self._server.shared
         # Named by what builds it: pins served by one server share one template. A server
@@ -592,18 +670,26 @@ class PostgresProvider(Provider):
                                size=1 if self._resets else 4)
         self._databases = postgres_reset.Recycler(self._admin_url, self._pool,
                                                   self._resets)
+        self._stable = (postgres_stable.StableDatabase(self._admin_url, self._stable_name,
+                                                       self._pool, self._databases)
+                        if self._stable_name else None)
 
     def _build_template(self, ctx: StartContext, admin: postgres_driver.Connection) -> None:
         sql = postgres_driver.sql
 
         # A half-built one (its builder was killed during init) is built again.
         drop_database(admin, self._template)
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._template)))
+        # Under a stable URL, built under the stable name and renamed afterwards: an alembic
+        # env.py that reads the app's settings (made at import) migrates the right database.
+        building = self._stable_name or self._template
+        if self._stable_name:
+            drop_database(admin, building)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
         ctx.status("building the template database (init hooks)")
         config = OptionsRead(ctx.config)
-        template_url = with_database(self._admin_url, self._template)
+        template_url = with_database(self._admin_url, building)
         try:
-            self._run_init(ctx, template_url, config)
+            self._run_init(ctx, template_url, building, config)
         except Exception as exc:
             raise InitHookFailed("postgres", exc) from exc
         if self._resets:
@@ -611,10 +697,15 @@ class PostgresProvider(Provider):
                 postgres_reset.prepare_template(connection)
         # What the hooks read of the command line: a kept template is rebuilt when it changes.
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(self._template), sql.Literal(json.dumps(config.read))))
-        # Connections the init code left open would block cloning.
+            sql.Identifier(building), sql.Literal(json.dumps(config.read))))
+        # Connections the init code left open would block cloning (and renaming).
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+            sql.Identifier(building)))
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = %s AND pid <> pg_backend_pid()", (self._template,))
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (building,))
+        if building != self._template:
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(building), sql.Identifier(self._template)))
         admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS "
                               "false").format(sql.Identifier(self._template)))
 
@@ -638,8 +729,8 @@ class PostgresProvider(Provider):
                 parts.append(inspect.getsource(module))
         return fingerprint(*parts)
 
-    def _run_init(self, ctx: StartContext, dsn: str, config: Any) -> None:
-        url = with_database(dsn, self._template, postgres_driver.sqlalchemy_scheme())
+    def _run_init(self, ctx: StartContext, dsn: str, dbname: str, config: Any) -> None:
+        url = with_database(dsn, dbname, postgres_driver.sqlalchemy_scheme())
         postgres_migrations.apply(ctx.config.rootpath, self._migrations(ctx), dsn, url)
         ctx.config.hook.pytest_depfakes_postgres_init(dsn=dsn, url=url, config=config)
         run_init_target("depfakes_postgres_init", ctx.settings.get("postgres_init"), dsn)

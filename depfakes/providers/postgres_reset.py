@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from depfakes.backends import with_database
-from depfakes.providers import postgres_driver
+from depfakes.providers import postgres_driver, postgres_stable
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -375,10 +375,10 @@ class Recycler:
                 self._owned -= 1
             raise
 
-    def disconnect(self, name: str) -> None:
-        """Close depfakes' own connections to ``name`` (its janitor, deps.postgres.engine):
-        a test copying its database needs it without other connections."""
-        self._forget(name)
+    def reset_now(self, name: str) -> bool:
+        """Reset ``name`` in this thread (a stable database, whose next test must wait);
+        False when only a new clone will do."""
+        return self._resets and self._reset(name)
 
     def give_back(self, name: str) -> None:
         if not self._resets:
@@ -440,57 +440,43 @@ class Recycler:
                     self._admin = postgres_driver.connect(
                         self._admin_url, autocommit=True, application_name="depfakes reset",
                         options=_JANITOR_OPTIONS)
-                if reset(janitor, self._admin, keep=self._discard_sessions(name)):
+                keep = [*self._discard_sessions(name),
+                        *postgres_stable.held_harmless(name, janitor)]
+                if reset(janitor, self._admin, keep=keep):
                     return True
                 if not (janitor.broken or self._admin.broken):
                     return False
             except postgres_driver.OperationalError:
                 pass
-            self._forget(name)
+            self.forget(name)
         return False
 
     def _discard_sessions(self, name: str) -> list[int]:
-        """The backends of the engine's idle pooled connections, after discarding the
-        session state of each (temporary tables, settings, advisory locks, LISTEN...);
-        the reset ends every other connection. The engine goes (and the reset ends its
-        connections too) when the test still has one checked out, or added listeners
-        or options that would outlive it."""
+        """The backends of idle pooled connections to ``name`` that survive the reset,
+        their session state (temporary tables, settings, advisory locks, LISTEN...)
+        discarded first; the reset ends every other connection. Those of
+        deps.postgres.engine, and under a stable URL those of the app's own engines on it.
+        depfakes' engine goes (and the reset ends its connections too) when the test still
+        has one checked out, or added listeners or options that would outlive it."""
+        pids: list[int] = []
         engine, listeners = self._engines.get(name, (None, 0))
-        if engine is None:
-            return []
-        pool: Any = engine.pool
-        idle = []
-        try:
-            if pool.checkedout() or _listeners(engine) != listeners or \
-                    engine.get_execution_options():
-                raise RuntimeError("the test changed the engine, or still uses it")
-            idle = [engine.raw_connection() for _ in range(pool.checkedin())]
-            pids = []
-            for connection in idle:
-                driver: Any = connection.driver_connection
-                driver.autocommit = True
-                driver.execute(SESSION_CLEANUP)
-                driver.autocommit = False
-                driver.read_only = driver.isolation_level = driver.deferrable = None
-                pids.append(driver.info.backend_pid)
-            return pids
-        except Exception:
-            for connection in idle:
-                with contextlib.suppress(Exception):
-                    connection.invalidate()
-            idle = []
-            self._engines.pop(name)[0].dispose()
-            return []
-        finally:
-            for connection in idle:
-                with contextlib.suppress(Exception):
-                    connection.close()
+        if engine is not None:
+            changed = _listeners(engine) != listeners or engine.get_execution_options()
+            kept = None if changed else _keep_idle(engine)
+            if kept is None:
+                self._engines.pop(name)[0].dispose()
+            pids += kept or []
+        for app_engine in postgres_stable.app_engines(name):
+            if app_engine is not engine:
+                pids += _keep_idle(app_engine, own=False) or []
+        return pids
 
     def _drop(self, name: str) -> None:
-        self._forget(name)
+        self.forget(name)
         self._pool.drop_later(name)
 
-    def _forget(self, name: str) -> None:
+    def forget(self, name: str) -> None:
+        """Close depfakes' own connections to ``name`` (its janitor, the kept engine)."""
         janitor = self._janitors.pop(name, None)
         if janitor is not None:
             with contextlib.suppress(Exception):
@@ -504,6 +490,44 @@ class Recycler:
 # settings (ALTER DATABASE ... SET) do not change what it sees.
 _JANITOR_OPTIONS = ("-c lock_timeout=10s -c statement_timeout=120s "
                     "-c default_transaction_isolation=read\\ committed")
+
+
+def _keep_idle(engine: sqlalchemy.Engine, own: bool = True) -> list[int] | None:
+    """Discard the session state of each idle connection in ``engine``'s pool; their
+    backend pids. None when that cannot be done (a connection still checked out, a driver
+    without psycopg 3's sync API): the reset then ends them all. An app's engine (not
+    ``own``) gets its connections' transaction settings back as they were."""
+    pool: Any = engine.pool
+    idle: list[Any] = []
+    try:
+        if pool.checkedout():
+            return None
+        idle = [engine.raw_connection() for _ in range(pool.checkedin())]
+        pids = []
+        for connection in idle:
+            driver: Any = connection.driver_connection
+            attrs = ("autocommit", "read_only", "isolation_level", "deferrable")
+            before = {attr: getattr(driver, attr) for attr in attrs}
+            driver.autocommit = True
+            driver.execute(SESSION_CLEANUP)
+            driver.autocommit = False
+            for attr in attrs[1:]:
+                setattr(driver, attr, before[attr] if not own else None)
+            if not own:
+                driver.autocommit = before["autocommit"]
+            pids.append(driver.info.backend_pid)
+            postgres_stable.will_survive(connection.info)
+        return pids
+    except Exception:
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+        idle = []
+        return None
+    finally:
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 def _listeners(engine: sqlalchemy.Engine) -> int:
