@@ -140,6 +140,52 @@ def test_a_kept_template_is_rebuilt_when_a_migration_changes(project, pytester,
         _drop_kept_templates(postgres_server)
 
 
+def test_a_kept_template_follows_the_files_and_settings_its_key_names(project, pytester,
+                                                                       postgres_server,
+                                                                       monkeypatch):
+    """depfakes_postgres_init_key: files (their contents) and $VARIABLES (their values) an
+    init target reads, so a kept template never goes stale when they change."""
+    monkeypatch.setenv("DEPFAKES_POSTGRES_URL", postgres_server)
+    (pytester.path / "seeds").mkdir()
+    (pytester.path / "seeds" / "plans.txt").write_text("free\n")
+    project("""
+        import pytest
+
+        @pytest.mark.deps("postgres")
+        def test_seeded(deps, request):
+            with deps.postgres.connect() as conn:
+                rows = conn.execute("SELECT admin, plan FROM seeded").fetchall()
+            assert rows == [tuple(request.config.getoption("--expect").split(","))]
+    """, conftest="""
+        import os, pathlib
+        import psycopg
+
+        def pytest_addoption(parser):
+            parser.addoption("--expect")
+
+        def pytest_depfakes_postgres_init(dsn):
+            plan = pathlib.Path("seeds/plans.txt").read_text().strip()
+            with psycopg.connect(dsn) as conn:
+                conn.execute("CREATE TABLE seeded (admin text, plan text)")
+                conn.execute("INSERT INTO seeded VALUES (%s, %s)",
+                             (os.environ["FIRST_SUPERUSER"], plan))
+    """, ini="""
+        depfakes_postgres_init_key =
+            $FIRST_SUPERUSER
+            seeds/*.txt
+    """)
+    args = ("-p", "no:randomly", "--deps-reuse")
+    try:
+        monkeypatch.setenv("FIRST_SUPERUSER", "ann")
+        pytester.runpytest_subprocess(*args, "--expect=ann,free").assert_outcomes(passed=1)
+        monkeypatch.setenv("FIRST_SUPERUSER", "bob")
+        pytester.runpytest_subprocess(*args, "--expect=bob,free").assert_outcomes(passed=1)
+        (pytester.path / "seeds" / "plans.txt").write_text("pro\n")
+        pytester.runpytest_subprocess(*args, "--expect=bob,pro").assert_outcomes(passed=1)
+    finally:
+        _drop_kept_templates(postgres_server)
+
+
 def _drop_kept_templates(url: str) -> None:
     import psycopg
 

@@ -447,9 +447,10 @@ class PostgresProvider(Provider):
     settings = (
         Setting("postgres_init", "module:callable run once on the template database with its "
                 "DSN, like the pytest_depfakes_postgres_init hook.", cli=False),
-        Setting("postgres_init_key", "Part of the key of the template kept by --deps-reuse; "
-                "change it (e.g. to your migrations' head) to rebuild the template.",
-                cli=False),
+        Setting("postgres_init_key", "More of the key of the template kept by --deps-reuse, "
+                "one per line: files (a path or glob relative to the rootdir: their "
+                "contents), $VARIABLE (its value: settings the init reads), or any text.",
+                type="lines", cli=False),
         Setting("postgres_migrations", "The template's schema from files, applied before "
                 "the init hooks, one per line: a .sql file, a directory of .sql files (name "
                 "order), or an alembic.ini (upgrade head). Part of the --deps-reuse key.",
@@ -713,7 +714,7 @@ class PostgresProvider(Provider):
         """What builds the template: the init hooks' source, the ini init target's module
         source, and depfakes_postgres_init_key (set it to e.g. your migrations' head when
         the schema lives in files the hook reads)."""
-        parts = [str(ctx.settings.get("postgres_init_key") or ""),
+        parts = [*_key_parts(ctx.config.rootpath, ctx.settings.get("postgres_init_key") or []),
                  postgres_reset.VERSION if self._resets else "clones",
                  *postgres_migrations.fingerprint_parts(ctx.config.rootpath,
                                                         self._migrations(ctx))]
@@ -754,6 +755,21 @@ class PostgresProvider(Provider):
     def _drop_template(self) -> None:
         with postgres_driver.connect(self._admin_url, autocommit=True) as admin:
             drop_database(admin, self._template)
+
+
+def _key_parts(rootpath: Path, lines: Sequence[str]) -> list[str]:
+    """depfakes_postgres_init_key: each line's files' contents, a variable's value, or the
+    line itself."""
+    parts = []
+    for line in lines:
+        if line.startswith("$"):
+            parts.append(f"{line}={os.environ.get(line[1:], '')}")
+            continue
+        files = sorted(path for path in rootpath.glob(line) if path.is_file()) \
+            if not Path(line).is_absolute() else [Path(line)] if Path(line).is_file() else []
+        parts += [f"{path}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+                  for path in files] or [line]
+    return parts
 
 
 class OptionsRead:

@@ -17,12 +17,14 @@ wrote:
 
 After the test, with new connections to the database refused, ``_depfakes.reset()`` ends
 every client connection but the idle ones depfakes keeps for the next test (their
-session state discarded first) and waits until they are gone, so no commit lands behind
-it; then it empties the noted tables (their partitions and inheritance children too),
-puts their seed rows back (triggers and foreign keys off, like a restore) and rewinds the
-sequences that moved; or it answers ``schema`` when only a new clone will do. Everything
-lives in the ``_depfakes`` schema of the test database; the app's own schema is
-untouched but for the triggers. ``Recycler`` runs the resets on a background thread.
+session state discarded first; under a stable URL, postgres_stable, also the app's, and
+those it holds in a transaction that has written nothing) and waits until they are gone,
+so no commit lands behind it; then it empties the noted tables (their partitions and
+inheritance children too), puts their seed rows back (triggers and foreign keys off,
+like a restore) and rewinds the sequences that moved; or it answers ``schema`` when
+only a new clone will do. Everything lives in the ``_depfakes`` schema of the test
+database; the app's own schema is untouched but for the triggers. ``Recycler`` runs the
+resets on a background thread.
 """
 
 from __future__ import annotations
