@@ -239,6 +239,17 @@ def _scope_node(item: pytest.Item, scope: str) -> pytest.Collector | pytest.Sess
     return None
 
 
+def _kept_for(item: pytest.Item, scope_name: str,
+              scope: pytest.Collector | pytest.Session | None) -> pytest.Collector | \
+        pytest.Session | None:
+    """``scope`` when the test pytest runs next (pytest_runtest_protocol's nextitem) is in
+    it too: it gets this test's database as it is."""
+    following = item.stash.get(NEXT_ITEM_KEY, None)
+    if scope is None or following is None or _scope_node(following, scope_name) is not scope:
+        return None
+    return scope
+
+
 def _query_value(query: str, name: str) -> str | None:
     from urllib.parse import parse_qsl
 
@@ -525,7 +536,7 @@ class PostgresProvider(Provider):
         self._txn: tuple[sqlalchemy.Engine, str] | None = None
         self._txn_lock = threading.Lock()
         # A database kept for the next test of a wider scope, and that scope's node.
-        self._kept: tuple[str, pytest.Item | pytest.Collector | pytest.Session] | None = None
+        self._kept: tuple[str, pytest.Collector | pytest.Session] | None = None
 
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> PostgresHandle:
         if options["isolation"] == "transaction":
@@ -534,21 +545,20 @@ class PostgresProvider(Provider):
             connection.begin()  # the outer transaction, rolled back in release()
             return PostgresHandle(self._admin_url, dbname, "transaction", connection)
         scope = _scope_node(item, options["scope"])
-        if self._kept is not None and self._kept[1] is not scope:  # its scope is over
-            self._give_back(self._kept[0])
-            self._kept = None
-        if self._kept is not None:
-            dbname, self._kept = self._kept[0], None
-        else:
-            dbname = self._stable.name if self._stable else self._databases.take()
-        handle = PostgresHandle(self._admin_url, dbname, "database", recycler=self._databases)
-        # pytest runs the next test already chosen (pytest_runtest_protocol's nextitem):
-        # a wider scope keeps the database for it, as it is.
-        following = item.stash.get(NEXT_ITEM_KEY, None)
-        if scope is not None and following is not None and \
-                _scope_node(following, options["scope"]) is scope:
-            handle.kept_for = scope
+        handle = PostgresHandle(self._admin_url, self._database_in(scope), "database",
+                                recycler=self._databases)
+        handle.kept_for = _kept_for(item, options["scope"], scope)
         return handle
+
+    def _database_in(self, scope: pytest.Collector | pytest.Session | None) -> str:
+        """The database an earlier test of ``scope`` kept, else one like new (a kept one
+        whose scope is over goes back first)."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[1] is scope:
+            return kept[0]
+        if kept is not None:
+            self._give_back(kept[0])
+        return self._stable.name if self._stable else self._databases.take()
 
     def release(self, handle: PostgresHandle) -> None:
         try:
