@@ -120,11 +120,17 @@ def _as_httpcore2_errors() -> Iterator[None]:
         raise
 
 
+def httpx2_mocker() -> type[Mocker] | None:
+    """The mocker of httpx2's transports (None: httpx2 is not installed)."""
+    mocker = Mocker.registry.get("httpcore2", Core2Mocker)  # looked up late: plugins first
+    return mocker if installed() and mocker.targets else None
+
+
 @contextmanager
 def attached(router: respx.Router) -> Iterator[None]:
     """While inside, ``router`` (started on its own mocker) answers httpx2 requests too."""
-    mocker = Mocker.registry.get("httpcore2", Core2Mocker)  # looked up late: plugins first
-    if not installed() or not mocker.targets:
+    mocker = httpx2_mocker()
+    if mocker is None:
         yield
         return
     mocker.register(router)

@@ -132,3 +132,58 @@ def test_server_surprises_fail_the_test(project, pytester):
                                  "  <Route *<Path eq '/never'>*"])
     # Reported as failures of the tests themselves, not as teardown errors.
     assert "error" not in result.parseoutcomes()
+
+
+def test_respx_patches_stay_between_http_tests_and_are_gone_for_the_others(project, pytester):
+    """Consecutive http tests keep respx's patches (no re-patching per test); a request
+    made between two of them goes out as unpatched; a test that does not declare http
+    finds httpcore as it is."""
+    pytester.makepyfile(test_b_after="""
+        import httpcore
+        import test_a_http
+
+        def test_unpatched():
+            assert httpcore.ConnectionPool.handle_request is test_a_http.ORIGINAL
+        """)
+    project(
+        """
+        import http.server, threading
+        import httpcore, httpx, pytest
+
+        ORIGINAL = httpcore.ConnectionPool.handle_request
+        SEEN = []
+
+        @pytest.fixture(scope="module")
+        def local_url():
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                     http.server.SimpleHTTPRequestHandler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            yield f"http://127.0.0.1:{server.server_port}/"
+            server.shutdown()
+
+        @pytest.mark.deps("http")
+        @pytest.mark.parametrize("n", range(3))
+        def test_routed(deps, n, local_url):
+            SEEN.append(httpcore.ConnectionPool.handle_request)
+            deps.http.mock.get("https://api.example.com/").respond(json=n)
+            assert httpx.get("https://api.example.com/").json() == n
+            assert SEEN[0] is SEEN[-1] is not ORIGINAL
+            with pytest.raises(AssertionError, match="matched no route"):
+                httpx.get("https://other.example.com/")
+
+        class TestNext:
+            @pytest.fixture(scope="class")
+            def fetched_before_the_test(self, local_url):
+                # Set up before the next http test's router (a wider scope): between two
+                # http tests the patches stay, and requests go out as if they were not.
+                assert httpcore.ConnectionPool.handle_request is SEEN[0]
+                return httpx.get(local_url).status_code
+
+            @pytest.mark.deps("http")
+            def test_fixture_between(self, fetched_before_the_test, deps):
+                assert fetched_before_the_test == 200
+        """,
+        name="test_a_http",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)

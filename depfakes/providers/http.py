@@ -36,8 +36,10 @@ from depfakes.cassettes import (
     clearer_missing_message,
 )
 from depfakes.config import Setting
+from depfakes.marker import EMPTY_SPEC
 from depfakes.network import is_loopback, restricted
 from depfakes.providers.base import Option, Provider, StartContext
+from depfakes.state import NEXT_ITEM_KEY, SPEC_KEY
 
 if TYPE_CHECKING:
     import httpx
@@ -218,7 +220,7 @@ class HttpProvider(Provider):
                                     base_url=options["base_url"])
         handle = HttpHandle(self, router, self._record_mode)
         try:
-            handle._exits.enter_context(_started(router))
+            handle._exits.enter_context(_started(router, _next_declares_http(item)))
             self._current = router
             if self._cassettes_off:  # unmatched requests go out, as they are
                 handle._exits.enter_context(restricted(
@@ -302,6 +304,7 @@ class HttpProvider(Provider):
         return self._server
 
     def stop(self) -> None:
+        _BRIDGE.leave(stop=True)
         files = self._vcr.depfakes_files
         cassette_use.save(self._config, files.interactions, files.played)
         if files.cache is not None:
@@ -352,16 +355,64 @@ def _let_docker_through_vcrpy() -> None:
 
 
 @contextmanager
-def _started(router: respx.MockRouter) -> Iterator[None]:
-    """The router answers httpx (respx's own mocker) and httpx2 (respx_httpx2.py)."""
+def _started(router: respx.MockRouter, next_declares_http: bool) -> Iterator[None]:
+    """The router answers httpx (respx's own mocker) and httpx2 (respx_httpx2.py). When the
+    next test declares http too, the patches stay in place for it (_BRIDGE)."""
     from depfakes import respx_httpx2
 
     router.start()
+    _BRIDGE.leave()  # the test's router stands in now
     try:
         with respx_httpx2.attached(router):
-            yield
+            try:
+                yield
+            finally:
+                if next_declares_http:
+                    _BRIDGE.stand_in(router)
     finally:
         router.stop(quiet=True)
+
+
+class _Bridge:
+    """Keeps respx's patches from one test that declares http to the next: patching and
+    unpatching httpcore's and httpcore2's classes again costs about 1.5 ms a test. Registered
+    on the routers' mockers between two such tests (never while a test runs: a test's
+    router must be alone, see Router.alone), it lets every request through as if nothing
+    were patched; a skipped next test leaves it until the next http test, or the end."""
+
+    def __init__(self) -> None:
+        self._mockers: list[Any] = []
+
+    def stand_in(self, router: respx.MockRouter) -> None:
+        from depfakes import respx_httpx2
+
+        self._mockers = [m for m in (router.Mocker, respx_httpx2.httpx2_mocker()) if m]
+        for mocker in self._mockers:
+            mocker.register(self)
+
+    def leave(self, stop: bool = False) -> None:
+        for mocker in self._mockers:
+            mocker.unregister(self)
+            if stop:
+                mocker.stop()
+        self._mockers = []
+
+    def handler(self, request: httpx.Request) -> None:
+        from respx.models import PassThrough
+
+        raise PassThrough("depfakes: between two http tests", request=request,
+                          origin=None)  # type: ignore[arg-type]
+
+    async def async_handler(self, request: httpx.Request) -> None:
+        self.handler(request)
+
+
+_BRIDGE = _Bridge()
+
+
+def _next_declares_http(item: pytest.Item) -> bool:
+    following = item.stash.get(NEXT_ITEM_KEY, None)
+    return following is not None and "http" in following.stash.get(SPEC_KEY, EMPTY_SPEC).versions
 
 
 def _server_problems(server: HTTPServer) -> list[str]:
