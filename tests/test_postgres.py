@@ -267,11 +267,12 @@ def test_docker_image_missing(project, pytester, monkeypatch):
 def test_server_not_ready_in_time_shows_its_log_and_leaves_no_container(project, pytester,
                                                                         monkeypatch):
     need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
-    monkeypatch.setenv("DEPFAKES_START_TIMEOUT", "0.2")  # no PostgreSQL starts that fast
+    # No PostgreSQL starts that fast (from a seeded data directory one starts in 0.2 s).
+    monkeypatch.setenv("DEPFAKES_START_TIMEOUT", "0.001")
     project(USES_POSTGRES)
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([f"*{IMAGE} was not ready within 0.2 s. Last log lines:*"])
+    result.stdout.fnmatch_lines([f"*{IMAGE} was not ready within 0.001 s. Last log lines:*"])
     assert _depfakes_containers() == []
 
 
@@ -566,3 +567,54 @@ def test_init_hook_gets_a_sqlalchemy_url_for_psycopg_3(postgres_server, project,
         """,
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def _seed_volumes() -> dict[str, dict[str, str]]:
+    out = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
+                          "label=io.depfakes.seed"], capture_output=True, text=True, check=True)
+    labels = {}
+    for name in out.stdout.split():
+        inspected = subprocess.run(["docker", "volume", "inspect", "-f", "{{json .Labels}}",
+                                    name], capture_output=True, text=True, check=True)
+        import json
+
+        labels[name] = json.loads(inspected.stdout)
+    return labels
+
+
+SHOWS_PASSWORD = """
+    import pytest
+
+    @pytest.mark.deps("postgres")
+    def test_it(deps):
+        with deps.postgres.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM pg_database").fetchone()[0] >= 3
+        print("PASSWORD", deps.postgres.password)
+"""
+
+
+def test_docker_initializes_the_data_directory_once_and_later_servers_copy_it(project,
+                                                                            pytester):
+    """The image's initdb runs once, into a volume; containers after it start from a copy
+    (so they carry the volume's password), and a volume whose making was cut short (no
+    -done volume) is made again."""
+    need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
+    project(SHOWS_PASSWORD)
+
+    def password() -> str:
+        result = pytester.runpytest_subprocess("-s", "--deps-backend", "postgres=docker")
+        result.assert_outcomes(passed=1)
+        return next(line.split()[1] for line in result.outlines if line.startswith("PASSWORD"))
+
+    first = password()
+    seeds = {name: labels for name, labels in _seed_volumes().items()
+             if not name.endswith("-done")}
+    made = next(name for name, labels in seeds.items() if labels.get(
+        "io.depfakes.seed.secret") == first)  # this image's seed: the first run's password
+    assert password() == first  # copied from the same volume
+    subprocess.run(["docker", "volume", "rm", f"{made}-done"], check=True, capture_output=True)
+    again = password()  # made again, with a new password
+    assert again != first
+    assert _seed_volumes()[made]["io.depfakes.seed.secret"] == again
+    assert f"{made}-done" in _seed_volumes()
+    assert _depfakes_containers() == []

@@ -183,6 +183,9 @@ class ServerSpec:
     env: Callable[[str | None], Mapping[str, str]] = lambda secret: {}
     command: Callable[[str | None], list[str]] = lambda secret: []
     tmpfs: Mapping[str, str] = field(default_factory=dict)
+    # The directory the image initializes at its first start (PostgreSQL's PGDATA): the
+    # docker backend initializes it once per image and copies it in (docker_seed.py).
+    data_dir: str | None = None
     # Built lazily: finding binaries can run them (the docker path never needs it).
     local: Callable[[], LocalRecipe] | None = None
     lease: Lease | None = None

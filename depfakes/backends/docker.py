@@ -34,6 +34,7 @@ from depfakes.backends import (
     Server,
     ServerInfo,
     ServerSpec,
+    docker_seed,
     fingerprint,
     last_lines,
     owner_alive,
@@ -124,12 +125,16 @@ def _image(spec: ServerSpec, ctx: StartContext) -> str:
 
 
 def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
-           key: str | None) -> Server:
-    """Start a container for ``spec`` and wait until it is ready; remove it on failure."""
+           key: str | None, volume: tuple[str, str] | None = None,
+           secret: str | None = None) -> Server:
+    """Start a container for ``spec`` and wait until it is ready; remove it on failure.
+    ``volume``: (name, path) mounted read-write; ``secret``: the password it must have."""
     ensure_image(client, image)
     from testcontainers.core.container import DockerContainer
 
-    secret = secrets.token_urlsafe(18)
+    seed = docker_seed.seed_for(client, spec, image, lambda name, password: _initialize(
+        client, spec, image, ctx, name, password))
+    secret = seed.secret if seed else secret or secrets.token_urlsafe(18)
     container = DockerContainer(image)
     for name, value in spec.env(secret).items():
         container.with_env(name, value)
@@ -141,14 +146,21 @@ def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
     bind = "127.0.0.1" if _reached_on_loopback() else "0.0.0.0"
     container.ports[f"{spec.info.port}/tcp"] = (bind,)  # type: ignore[assignment]
     for path, options in spec.tmpfs.items():
-        container.with_tmpfs_mount(path, options or None)
+        if volume is None or path != volume[1]:
+            container.with_tmpfs_mount(path, options or None)
+    kwargs: dict[str, Any] = {}
+    if volume is not None:
+        container.with_volume_mapping(volume[0], volume[1], "rw")
+    if seed is not None and spec.data_dir:
+        container.with_volume_mapping(seed.volume, docker_seed.MOUNT, "ro")
+        kwargs["entrypoint"] = docker_seed.entrypoint(client, image, spec.data_dir)
     # The secret in a label: the next session (reuse), or another host's sweep, must be
     # able to log in; whoever reads labels controls the engine anyway.
     labels = {**_labels(spec, ctx, image), LABEL_SECRET: secret}
     if key:  # no pid label: sweeps of dead sessions must not remove it
         del labels[LABEL_PID]
         labels[LABEL_REUSE] = key
-    container.with_kwargs(labels=labels)
+    container.with_kwargs(labels=labels, **kwargs)
     try:
         with _without_ryuk():
             container.start()
@@ -167,6 +179,22 @@ def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
         logs=_logs_of(wrapped),
         record={} if key else {"container": wrapped.id},
     )
+
+
+def _initialize(client: Any, spec: ServerSpec, image: str, ctx: StartContext, volume: str,
+                secret: str) -> None:
+    """Run the image on ``volume`` (its data directory) until ready, then stop it cleanly:
+    the volume holds an initialized data directory with ``secret`` as the password."""
+    import dataclasses
+
+    assert spec.data_dir is not None
+    ctx.status(f"initializing {image}'s data directory once (a docker volume)")
+    server = _start(client, dataclasses.replace(spec, data_dir=None), image, ctx, None,
+                    volume=(volume, spec.data_dir), secret=secret)
+    try:
+        client.containers.get(server.record["container"]).stop(timeout=30)
+    finally:
+        server.stop()
 
 
 def _labels(spec: ServerSpec, ctx: StartContext, image: str) -> dict[str, str]:

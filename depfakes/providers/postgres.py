@@ -622,6 +622,7 @@ class PostgresProvider(Provider):
                                 "POSTGRES_DB": "postgres"},
             command=lambda secret: ["postgres", *fast],
             tmpfs={"/var/lib/postgresql/data": ""},
+            data_dir="/var/lib/postgresql/data",
             local=lambda: PostgresBinaries(ctx.version),
             lease=AdvisoryLease(),
             definition=FAST_SETTINGS,
