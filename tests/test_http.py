@@ -187,3 +187,30 @@ def test_respx_patches_stay_between_http_tests_and_are_gone_for_the_others(proje
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=5)
+
+
+def test_respx_used_directly_after_a_skipped_http_test_gets_its_routes(project, pytester):
+    """The patches kept for an http test that was then skipped never answer for a router
+    of respx's own, used without declaring http."""
+    project(
+        """
+        import httpx, pytest, respx
+
+        @pytest.mark.deps("http")
+        def test_a(deps):
+            deps.http.mock.get("https://api.example.com/").respond(json=1)
+            assert httpx.get("https://api.example.com/").json() == 1
+
+        @pytest.mark.deps("http")
+        @pytest.mark.skipif(True, reason="skipped before its setup")
+        def test_b(deps):
+            pass
+
+        def test_c():
+            with respx.mock(assert_all_called=True) as router:
+                router.get("https://api.example.com/").respond(json=3)
+                assert httpx.get("https://api.example.com/").json() == 3
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2, skipped=1)

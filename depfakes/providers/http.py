@@ -398,8 +398,12 @@ class _Bridge:
         self._mockers = []
 
     def handler(self, request: httpx.Request) -> None:
-        from respx.models import PassThrough
+        from respx.models import AllMockedAssertionError, PassThrough
 
+        if any(router is not self for mocker in self._mockers for router in mocker.routers):
+            # Another router (respx used directly, after a skipped http test): its to answer;
+            # respx's mockers ask the next router on this error.
+            raise AllMockedAssertionError("depfakes: not a test's router")
         raise PassThrough("depfakes: between two http tests", request=request,
                           origin=None)  # type: ignore[arg-type]
 
