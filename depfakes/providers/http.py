@@ -401,7 +401,7 @@ class _Bridge:
         from respx.models import AllMockedAssertionError, PassThrough
 
         if any(router is not self for mocker in self._mockers for router in mocker.routers):
-            # Another router (respx used directly, after a skipped http test): its to answer;
+            # Another router (respx used directly, after a skipped http test) answers:
             # respx's mockers ask the next router on this error.
             raise AllMockedAssertionError("depfakes: not a test's router")
         raise PassThrough("depfakes: between two http tests", request=request,
