@@ -163,12 +163,12 @@ def test_the_docker_server_starts_once_before_the_conftest_under_xdist(
         project, pytester, tmp_path, monkeypatch):
     need(docker_ok() and IMAGE is not None, "a Docker engine and DEPFAKES_POSTGRES_IMAGE")
     log = _stable_project(project, pytester, tmp_path, monkeypatch)
-    before = _containers()
     result = pytester.runpytest_subprocess("--deps-backend", "postgres=docker", "-n", "2")
     result.assert_outcomes(passed=12)
     servers = {entry["url"].rpartition("/")[0] for entry in _entries(log)}
     assert len(servers) == 1, servers  # the controller's, adopted by both workers
-    assert _containers() == before
+    # None of this run's is left (other tests' containers come and go meanwhile).
+    assert _containers(f"io.depfakes.project={pytester.path}") == []
 
 
 def test_collect_only_starts_nothing_and_the_url_reaches_nothing(
@@ -181,7 +181,7 @@ def test_collect_only_starts_nothing_and_the_url_reaches_nothing(
     assert result.ret == 0
 
 
-def _containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.depfakes.pid"],
+def _containers(label: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
                          capture_output=True, text=True, check=True)
     return sorted(out.stdout.split())
