@@ -235,11 +235,8 @@ class Runtime:
         key = (name, None)
         began = time.perf_counter()
         try:
-            cls = registry.get(name)
-            cls.check_installed()
-            self._preload(cls)
-            provider = cls()
-            ctx = self._context(key, cls)
+            provider = self._new_provider(name)
+            ctx = self._context(key, type(provider))
             with ctx.held:
                 provider.start_server(ctx)
         except Exception as exc:
@@ -260,18 +257,20 @@ class Runtime:
     def _start(self, key: Key) -> Provider:
         if key in self._early_errors:
             raise self._early_errors[key]
-        name = key[0]
-        cls = registry.get(name)
-        cls.check_installed()
         began = time.perf_counter()
-        self._preload(cls)
-        provider = self._early.pop(key, None) or cls()
-        ctx = self._context(key, cls)
+        provider = self._early.pop(key, None) or self._new_provider(key[0])
+        ctx = self._context(key, type(provider))
         with ctx.held:  # xdist: the shared server's lock, taken by ctx.server()
             provider.start(ctx)
         self.start_seconds[key_label(key)] = (time.perf_counter() - began
                                               + (self.start_seconds.get(key_label(key)) or 0))
         return provider
+
+    def _new_provider(self, name: str) -> Provider:
+        cls = registry.get(name)
+        cls.check_installed()
+        self._preload(cls)
+        return cls()
 
     def _context(self, key: Key, cls: type[Provider]) -> StartContext:
         return StartContext(name=key[0], version=key[1], settings=self.settings,

@@ -151,9 +151,9 @@ def _start(client: Any, spec: ServerSpec, image: str, ctx: StartContext,
     kwargs: dict[str, Any] = {}
     if volume is not None:
         container.with_volume_mapping(volume[0], volume[1], "rw")
-    if seed is not None and spec.data_dir:
+    if seed is not None:
         container.with_volume_mapping(seed.volume, docker_seed.MOUNT, "ro")
-        kwargs["entrypoint"] = docker_seed.entrypoint(client, image, spec.data_dir)
+        kwargs["entrypoint"] = seed.entrypoint
     # The secret in a label: the next session (reuse), or another host's sweep, must be
     # able to log in; whoever reads labels controls the engine anyway.
     labels = {**_labels(spec, ctx, image), LABEL_SECRET: secret}

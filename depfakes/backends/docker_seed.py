@@ -35,6 +35,8 @@ MOUNT = "/depfakes-seed"
 class Seed:
     volume: str
     secret: str
+    # The image's own entrypoint, run after the seed is copied into the data directory.
+    entrypoint: list[str]
 
 
 def seed_for(client: Any, spec: ServerSpec, image: str,
@@ -45,13 +47,14 @@ def seed_for(client: Any, spec: ServerSpec, image: str,
 
     if spec.data_dir is None:
         return None
-    image_id = client.images.get(image).id
-    key = fingerprint(image_id, spec.data_dir, *spec.definition)
+    found = client.images.get(image)
+    key = fingerprint(found.id, spec.data_dir, *spec.definition)
+    start = _entrypoint(found, spec.data_dir)
     name = f"depfakes-seed-{spec.dependency}-{key}"
     with FileLock(str(Path(tempfile.gettempdir()) / f"{name}.lock")):
         volume = _volume(client, name)
         if volume is not None and _volume(client, f"{name}-done") is not None:
-            return Seed(name, volume.attrs["Labels"][LABEL_SEED_SECRET])
+            return Seed(name, volume.attrs["Labels"][LABEL_SEED_SECRET], start)
         if volume is not None:  # half made (its maker was killed): make it again
             try:
                 volume.remove(force=True)
@@ -67,12 +70,12 @@ def seed_for(client: Any, spec: ServerSpec, image: str,
                 client.volumes.get(name).remove(force=True)
             raise
         client.volumes.create(f"{name}-done", labels=labels)
-        return Seed(name, secret)
+        return Seed(name, secret, start)
 
 
-def entrypoint(client: Any, image: str, data_dir: str) -> list[str]:
+def _entrypoint(image: Any, data_dir: str) -> list[str]:
     """The image's own entrypoint, run after the seed is copied into ``data_dir``."""
-    config = client.images.get(image).attrs.get("Config") or {}
+    config = image.attrs.get("Config") or {}
     original = config.get("Entrypoint") or []
     script = f'cp -a {MOUNT}/. {shlex.quote(data_dir)}/ && exec "$@"'
     return ["sh", "-c", script, "sh", *original]

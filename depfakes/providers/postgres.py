@@ -776,11 +776,17 @@ def _key_parts(rootpath: Path, lines: Sequence[str]) -> list[str]:
         if line.startswith("$"):
             parts.append(f"{line}={os.environ.get(line[1:], '')}")
             continue
-        files = sorted(path for path in rootpath.glob(line) if path.is_file()) \
-            if not Path(line).is_absolute() else [Path(line)] if Path(line).is_file() else []
-        parts += [f"{path}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
-                  for path in files] or [line]
+        parts += [postgres_migrations.file_part(rootpath, path)
+                  for path in _key_files(rootpath, line)] or [line]
     return parts
+
+
+def _key_files(rootpath: Path, pattern: str) -> list[Path]:
+    """The files a key line names: an absolute path, or a glob from the rootdir (glob
+    takes no absolute patterns)."""
+    if Path(pattern).is_absolute():
+        return [Path(pattern)] if Path(pattern).is_file() else []
+    return sorted(path for path in rootpath.glob(pattern) if path.is_file())
 
 
 class OptionsRead:

@@ -51,9 +51,14 @@ def fingerprint_parts(root: Path, lines: Sequence[str]) -> list[str]:
     parts = []
     for path in sources(root, lines):
         files = [path, *_alembic_scripts(path)] if path.suffix == ".ini" else [path]
-        parts += [f"{file.relative_to(root) if file.is_relative_to(root) else file}:"
-                  f"{file.read_bytes().hex()}" for file in files]
+        parts += [file_part(root, file) for file in files]
     return parts
+
+
+def file_part(root: Path, file: Path) -> str:
+    """A file in a template's fingerprint: its name (from ``root``) and contents."""
+    return (f"{file.relative_to(root) if file.is_relative_to(root) else file}:"
+            f"{file.read_bytes().hex()}")
 
 
 def apply(root: Path, lines: Sequence[str], dsn: str, url: str) -> None:

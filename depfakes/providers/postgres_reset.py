@@ -494,6 +494,10 @@ _JANITOR_OPTIONS = ("-c lock_timeout=10s -c statement_timeout=120s "
                     "-c default_transaction_isolation=read\\ committed")
 
 
+# A kept connection's transaction settings as a new one has them (depfakes' own engine).
+_FRESH = {"autocommit": False, "read_only": None, "isolation_level": None, "deferrable": None}
+
+
 def _keep_idle(engine: sqlalchemy.Engine, own: bool = True) -> list[int] | None:
     """Discard the session state of each idle connection in ``engine``'s pool; their
     backend pids. None when that cannot be done (a connection still checked out, a driver
@@ -508,15 +512,11 @@ def _keep_idle(engine: sqlalchemy.Engine, own: bool = True) -> list[int] | None:
         pids = []
         for connection in idle:
             driver: Any = connection.driver_connection
-            attrs = ("autocommit", "read_only", "isolation_level", "deferrable")
-            before = {attr: getattr(driver, attr) for attr in attrs}
+            after = _FRESH if own else {attr: getattr(driver, attr) for attr in _FRESH}
             driver.autocommit = True
             driver.execute(SESSION_CLEANUP)
-            driver.autocommit = False
-            for attr in attrs[1:]:
-                setattr(driver, attr, before[attr] if not own else None)
-            if not own:
-                driver.autocommit = before["autocommit"]
+            for attr, value in after.items():
+                setattr(driver, attr, value)
             pids.append(driver.info.backend_pid)
             postgres_stable.will_survive(connection.info)
         return pids
