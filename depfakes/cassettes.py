@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
-import marshal
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from depfakes.cassette_cache import ParseCache, structure_problem
 from depfakes.errors import DepfakesError
 from depfakes.network import is_loopback
 
@@ -355,7 +352,7 @@ def read_cassette(path: Path, serializer: Any = None, cache: ParseCache | None =
                                  "converts it)") from None
         except (yaml.YAMLError, ValueError) as exc:  # JSON's, UTF-8's: ValueErrors
             raise BrokenCassette(path, " ".join(str(exc).split())) from None
-        problem = _structure_problem(data)
+        problem = structure_problem(data)
         if problem:
             raise BrokenCassette(path, problem)
         if cache is not None:
@@ -366,82 +363,6 @@ def read_cassette(path: Path, serializer: Any = None, cache: ParseCache | None =
         raise BrokenCassette(path, f"a request is malformed ({exc})") from None
     responses = [compat.convert_to_bytes(i["response"]) for i in data["interactions"]]
     return Recorded(requests, responses, dict(data.get("metadata") or {}))
-
-
-class ParseCache:
-    """Parsed YAML cassettes kept between sessions (in pytest's cache directory), so a
-    cassette of megabytes is parsed once per content, not once per run.
-
-    One entry per cassette path, holding the file's digest and its data: a changed file
-    misses, and entries do not pile up as cassettes are re-recorded. marshal (plain data
-    only) rather than pickle: reading an entry never runs code. A cassette whose data
-    marshal cannot hold (objects from custom YAML tags) is simply parsed each time.
-    Entries are hashed and written on a thread of their own, off the tests' time."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._writer: ThreadPoolExecutor | None = None
-
-    def _entry(self, path: Path) -> Path:
-        return self.directory / (hashlib.blake2b(str(path).encode(), digest_size=16)
-                                 .hexdigest() + ".marshal")
-
-    def get(self, path: Path, raw: bytes) -> Any:
-        """The data kept for ``path`` if it was parsed from these bytes."""
-        try:
-            entry = self._entry(path).read_bytes()  # the content's digest, then its data
-        except OSError:  # none yet
-            return None
-        if entry[:_DIGEST_SIZE] != _digest(raw):
-            return None
-        try:
-            return marshal.loads(entry[_DIGEST_SIZE:])
-        except (EOFError, ValueError, TypeError):  # unreadable: parsed again
-            return None
-
-    def put(self, path: Path, raw: bytes, data: Any) -> None:
-        try:
-            blob = marshal.dumps(data)  # now: the caller goes on to change ``data``
-        except ValueError:  # not plain data
-            return
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="depfakes-cassettes")
-        self._writer.submit(self._write, self._entry(path), raw, blob)
-
-    def _write(self, entry: Path, raw: bytes, blob: bytes) -> None:
-        temporary = entry.with_name(f"{entry.name}.{os.getpid()}")
-        with contextlib.suppress(OSError):  # a cache: a read-only checkout still replays
-            self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(_digest(raw) + blob)
-            os.replace(temporary, entry)  # whole, even with xdist workers writing at once
-
-    def close(self) -> None:
-        """Wait for the entries still being written."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-
-
-_DIGEST_SIZE = 20
-
-
-def _digest(raw: bytes) -> bytes:
-    return hashlib.blake2b(raw, digest_size=_DIGEST_SIZE).digest()
-
-
-def _structure_problem(data: Any) -> str | None:
-    if isinstance(data, list):
-        return "it is in vcrpy's old format (python -m vcr.migration converts it)"
-    if not isinstance(data, dict) or not isinstance(data.get("interactions"), list):
-        return "expected a mapping with an 'interactions' list"
-    for number, interaction in enumerate(data["interactions"], start=1):
-        request = interaction.get("request") if isinstance(interaction, dict) else None
-        response = interaction.get("response") if isinstance(interaction, dict) else None
-        if not isinstance(request, dict) or not {"method", "uri"} <= request.keys():
-            return f"interaction {number} has no request with a method and uri"
-        if not isinstance(response, dict) or "status" not in response:
-            return f"interaction {number} has no response with a status"
-    return None
 
 
 def build_vcr(record_mode: str, scrubber: Scrubber, answered_elsewhere: Callable[[Any], bool],

@@ -192,11 +192,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
             doctor.report(session)
         return
+    declaring: dict[str, list[pytest.Item]] = {}
     for item in session.items:
         spec = item.stash.get(SPEC_KEY, None)
         if spec:
             _start(session.config, spec.versions.items())
+            for name in spec.versions:
+                declaring.setdefault(name, []).append(item)
     state = session_state(session.config)
+    for name, items in declaring.items():
+        state.alongside.enter_context(
+            registry.get(name).look_ahead(session.config, state.runtime.settings, items))
     if session.items and state.session_env_lines:  # their servers serve every test
         _start(session.config, [(env_line_parts(line)[1], None)
                                 for line in state.session_env_lines])
@@ -253,6 +259,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     stable_url.restore(config)
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
+        state.alongside.close()
         state.runtime.stop()
         if state.shared_run is not None:  # the xdist controller, after its workers
             state.shared_run.stop_all()

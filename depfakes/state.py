@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,8 @@ class SessionState:
     shared_run: SharedRun | None = None
     # depfakes_declare: (path, dependencies every test under it declares).
     declared_paths: list[tuple[Path, list[str]]] = field(default_factory=list)
+    # What providers run alongside the tests (Provider.look_ahead), ended at unconfigure.
+    alongside: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 STATE_KEY = pytest.StashKey[SessionState]()

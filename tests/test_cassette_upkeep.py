@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -87,6 +88,88 @@ def test_a_cassette_is_parsed_once_per_content_across_runs(project, pytester):
     broken = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
     assert "RATE 2.2" in broken.stdout.str()
     assert "YAML PARSES 1" in broken.stdout.str()
+
+
+def test_a_first_run_parses_the_cassettes_ahead_in_a_process_of_its_own(project, pytester):
+    # Twelve cassettes of ~150 KB: more than cassette_cache.WARM_MIN_BYTES together.
+    for n in range(12):
+        _write(pytester.path / "cassettes" / "test_rates" / f"test_rate[{n}].yaml",
+               [_interaction(f"{API}/rates", json.dumps({"n": n, "pad": "x" * 150_000}))])
+    project("""
+        import pathlib, time, httpx, pytest
+
+        @pytest.mark.deps("http")
+        @pytest.mark.parametrize("n", range(12))
+        def test_rate(n):
+            if n == 0:  # wait for the warmer: every cassette parsed, none by this process
+                parsed = pathlib.Path(".pytest_cache/d/depfakes-cassettes/parsed")
+                deadline = time.monotonic() + 30
+                while len(list(parsed.glob("*.marshal"))) < 12:
+                    assert time.monotonic() < deadline, "the cassettes were not parsed ahead"
+                    time.sleep(0.05)
+            assert httpx.get("https://api.example.com/rates").json()["n"] == n
+    """, conftest=COUNT_PARSES, name="test_rates")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly", "-p", "no:xdist")
+    result.assert_outcomes(passed=12)
+    parses = int(result.stdout.str().split("YAML PARSES ")[1].split()[0])
+    assert parses <= 1  # the first test's own, unless the warmer was quicker still
+    left = {p.name for p in (pytester.path / ".pytest_cache" / "d" / "depfakes-cassettes"
+                             ).rglob("*") if p.is_file() and p.suffix != ".marshal"}
+    assert not {name for name in left if "warm-list" in name or ".marshal." in name}
+
+
+def test_a_stopped_warmer_leaves_whole_entries_only(tmp_path):
+    from depfakes.cassette_cache import ParseCache, warming
+
+    # 40 cassettes of 2,000 interactions each: seconds of parsing in all.
+    cassettes = [tmp_path / "cassettes" / f"test_{n}.yaml" for n in range(40)]
+    cassettes[0].parent.mkdir()
+    cassettes[0].write_text(yaml.dump({"interactions": [
+        _interaction(f"{API}/{n}", "y" * 20) for n in range(2000)], "version": 1},
+        Dumper=yaml.CSafeDumper))
+    for path in cassettes[1:]:
+        path.write_bytes(cassettes[0].read_bytes())
+    cache_dir = tmp_path / "parsed"
+    with warming(cache_dir, cassettes):
+        time.sleep(0.5)  # started, and stopped partway
+    assert _processes_naming(cache_dir) == []
+    assert all(p.suffix == ".marshal" for p in cache_dir.iterdir())  # no list, no halves
+    cache = ParseCache(cache_dir)
+    kept = [p for p in cassettes if cache.get(p, p.read_bytes()) is not None]
+    expected = yaml.load(cassettes[0].read_text(), Loader=yaml.CSafeLoader)
+    assert all(cache.get(path, path.read_bytes()) == expected for path in kept)
+    assert len(kept) < len(cassettes)  # it was stopped, not finished
+
+
+def _processes_naming(directory) -> list[str]:
+    found = []
+    for proc in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{proc}/cmdline", "rb") as fh:
+                cmdline = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.isdigit() and str(directory) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_the_warmer_keeps_valid_cassettes_only_in_the_tests_order(tmp_path):
+    from depfakes.cassette_cache import ParseCache, in_test_order, warm
+
+    folder = tmp_path / "cassettes"
+    for name in ("other", "test_x[1]", "test_x[0]", "broken", "not_a_cassette"):
+        _write(folder / f"{name}.yaml", [_interaction(f"{API}/{name}", name)])
+    (folder / "broken.yaml").write_text("interactions: [unclosed")
+    (folder / "not_a_cassette.yaml").write_text("just: a mapping\n")
+    (folder / "notes.txt").write_text("not yaml")
+    order = in_test_order([folder, tmp_path / "missing"], [("test_x[0]",), ("a", "test_x[1]")])
+    assert [p.stem for p in order] == ["test_x[0]", "test_x[1]", "broken", "not_a_cassette",
+                                       "other"]
+    cache = ParseCache(tmp_path / "parsed", background=False)
+    warm(cache, order)
+    held = {p.stem for p in order if cache.holds(p, p.read_bytes())}
+    assert held == {"test_x[0]", "test_x[1]", "other"}  # the broken ones: their tests report
 
 
 def test_cassette_metadata_replays_and_is_kept(project, pytester, remote, monkeypatch):  # noqa: F811

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -207,6 +207,14 @@ class Provider(ABC):
     @classmethod  # noqa: B027 - optional hook
     def probe(cls, url: str) -> None:
         """Connect to a server at ``url`` once (``depfakes doctor``); raise if it fails."""
+
+    @classmethod
+    def look_ahead(cls, config: pytest.Config, settings: Settings,
+                   items: Sequence[pytest.Item]) -> contextlib.AbstractContextManager[None]:
+        """Work to do once the session's tests are known (``items``: those that declare
+        this dependency, in run order), alongside them, until the session ends. Providers
+        that can override it; the default does nothing."""
+        return contextlib.nullcontext()
 
     def start_server(self, ctx: StartContext) -> None:  # noqa: B027 - optional hook
         """Obtain only the server, before conftest.py loads (a stable URL needs its

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from depfakes import cassette_use, vcr_compat
+from depfakes import cassette_cache, cassette_use, vcr_compat
 from depfakes.backends import BackendUnavailable
+from depfakes.cassette_cache import ParseCache
 from depfakes.cassettes import (
     CHOICE_KEY,
     RECORD_MODES,
-    ParseCache,
     Scrubber,
     StaleCassetteWarning,
     build_vcr,
@@ -35,7 +35,7 @@ from depfakes.cassettes import (
     cassette_path,
     clearer_missing_message,
 )
-from depfakes.config import Setting
+from depfakes.config import Setting, Settings
 from depfakes.marker import EMPTY_SPEC
 from depfakes.network import is_loopback, restricted
 from depfakes.providers.base import Option, Provider, StartContext
@@ -215,6 +215,26 @@ class HttpProvider(Provider):
         if hasattr(hook, "pytest_recording_configure"):  # its custom matchers, serializers
             hook.pytest_recording_configure(config=ctx.config, vcr=self._vcr)
 
+    @classmethod
+    def look_ahead(cls, config: pytest.Config, settings: Settings,
+                   items: Sequence[pytest.Item]) -> AbstractContextManager[None]:
+        """Parse the cassettes these tests will replay in a process of its own, ahead of
+        them (cassette_cache.warming), where pytest's cache keeps parsed cassettes."""
+        cache = _parse_cache(config)
+        if cache is None or settings.get("cassettes_off") or \
+                settings.get("record_mode") in ("all", "rewrite") or \
+                hasattr(config, "workerinput"):  # xdist's workers fill the cores already
+            return nullcontext()
+        root = Path(config.rootpath) / settings.get("cassette_dir")
+        directories = [root]
+        modules = {item.nodeid.partition("::")[0]: Path(item.path) for item in items}
+        for nodeid, module in modules.items():
+            directories += [cassette_path(root, f"{nodeid}::_", None).parent,  # depfakes'
+                            module.parent / "cassettes" / module.stem,  # pytest-recording's
+                            module.parent / "cassettes"]  # pytest-vcr's
+        return cassette_cache.warming(cache.directory, cassette_cache.in_test_order(
+            directories, (_cassette_stems(item) for item in items)))
+
     def acquire(self, item: pytest.Item, options: Mapping[str, Any]) -> HttpHandle:
         router = self._router_class(assert_all_called=False, assert_all_mocked=True,
                                     base_url=options["base_url"])
@@ -332,6 +352,13 @@ class HttpProvider(Provider):
 
 def _days(age: timedelta) -> str:
     return f"{age.days} days" if age.days else f"{age.seconds // 3600} hours"
+
+
+def _cassette_stems(item: pytest.Item) -> tuple[str, ...]:
+    """The names a test's cassette file may have: depfakes' and the other layouts'."""
+    own = cassette_path(Path(), item.nodeid, None).stem
+    cls = getattr(item, "cls", None)
+    return (own, item.name) if cls is None else (own, item.name, f"{cls.__name__}.{item.name}")
 
 
 def _parse_cache(config: pytest.Config) -> ParseCache | None:
