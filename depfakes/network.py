@@ -21,7 +21,7 @@ import ipaddress
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,9 @@ class Policy:
     allow_hosts: frozenset[str] = frozenset()
     allow_all: bool = False  # recording: requests may go out to be recorded
     allowed_ips: set[str] = field(default_factory=set)
+    # What to do about a refused host, when the one who set the policy knows better than
+    # the general advice (say, a route for it exists): host -> advice, or None.
+    advice: Callable[[str], str | None] | None = None
 
     def allows_name(self, host: str) -> bool:
         return (self.allow_all or is_loopback(host) or host.lower() in self.allow_hosts
@@ -53,9 +56,10 @@ class Policy:
 
     def refusal(self, host: str, port: Any) -> str:
         where = f"{host}:{port}" if port not in (None, "", 0) else host
-        return (f"depfakes: network access to {where} is refused ({self.why}). Stub it with "
-                "deps.http.mock, record it into the test's cassette with --record-mode=once, "
-                f"or allow the host: depfakes_allow_hosts = {host}")
+        advice = self.advice(host) if self.advice is not None else None
+        return (f"depfakes: network access to {where} is refused ({self.why}). " + (
+            advice or "Stub it with deps.http.mock, record it into the test's cassette with "
+            f"--record-mode=once, or allow the host: depfakes_allow_hosts = {host}"))
 
 
 _active: list[Policy] = []
@@ -84,11 +88,11 @@ def is_loopback(host: str) -> bool:
 
 
 @contextmanager
-def restricted(why: str, allow_hosts: Iterable[str] = (), allow_all: bool = False
-               ) -> Iterator[Policy]:
+def restricted(why: str, allow_hosts: Iterable[str] = (), allow_all: bool = False,
+               advice: Callable[[str], str | None] | None = None) -> Iterator[Policy]:
     """Apply a policy for the duration of the block (policies nest; the innermost rules)."""
     _install()
-    policy = Policy(why, frozenset(h.lower() for h in allow_hosts), allow_all)
+    policy = Policy(why, frozenset(h.lower() for h in allow_hosts), allow_all, advice=advice)
     with _lock:
         _active.append(policy)
     try:

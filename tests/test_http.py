@@ -77,6 +77,58 @@ def test_unmatched_request_error_names_method_and_url(project, pytester):
     ])
 
 
+def test_a_refused_request_a_route_is_for_says_why_the_route_did_not_answer(project,
+                                                                            pytester):
+    project(
+        """
+        import socket
+        import httpx2, pytest, requests
+
+        class OwnTransport(httpx2.BaseTransport):  # its own sockets: respx never sees it
+            def handle_request(self, request):
+                socket.create_connection((request.url.host, 443), timeout=1)
+
+        @pytest.mark.deps("http")
+        def test_requests(deps):
+            deps.http.mock.get("https://api.example.com/rates").respond(json={})
+            with pytest.raises(requests.ConnectionError) as raised:
+                requests.get("https://api.example.com/rates")
+            print("REQUESTS:", raised.value)
+
+        @pytest.mark.deps("http")
+        def test_own_transport(deps):
+            deps.http.mock.route(host="api.example.com").respond(json={})
+            with pytest.raises(OSError) as raised:
+                httpx2.Client(transport=OwnTransport()).get("https://api.example.com/rates")
+            print("OWN:", raised.value)
+
+        @pytest.mark.deps("http")
+        def test_other_host(deps):
+            deps.http.mock.get("https://api.example.com/rates").respond(json={})
+            with pytest.raises(requests.ConnectionError) as raised:
+                requests.get("https://other.example.com/")
+            print("OTHER:", raised.value)
+        """
+    )
+    result = pytester.runpytest("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    requests_line = _printed(out, "REQUESTS:")
+    assert "respx routes answer httpx and httpx2 only" in requests_line
+    assert "this request comes from requests" in requests_line
+    assert "deps.http.server" in requests_line
+    assert "Stub it with" not in requests_line
+    own_line = _printed(out, "OWN:")
+    assert "this httpx2 request went past respx" in own_line
+    other_line = _printed(out, "OTHER:")
+    assert "Stub it with deps.http.mock" in other_line  # no route for it: the usual advice
+    assert "A route of" not in other_line
+
+
+def _printed(out: str, label: str) -> str:
+    return next(line.partition(label)[2] for line in out.splitlines() if label in line)
+
+
 def test_server_surprises_fail_the_test(project, pytester):
     project(
         """

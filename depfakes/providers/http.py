@@ -12,13 +12,15 @@ handler, or an ordered/oneshot expectation left unmet fails the test.
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -274,7 +276,8 @@ class HttpProvider(Provider):
         why = "this test declares 'http'" + (", recording" if recording else "")
         if handle.cassette is None:  # say where a cassette was looked for
             why += f"; no cassette at {path} (record mode '{self._record_mode}')"
-        handle._exits.enter_context(restricted(why, self._allow_hosts, allow_all=recording))
+        handle._exits.enter_context(restricted(why, self._allow_hosts, allow_all=recording,
+                                               advice=_route_advice(handle.mock)))
 
     def _check_age(self, path: Path, nodeid: str) -> None:
         """Warn (fail under --deps-strict) when the cassette is older than the max age."""
@@ -348,6 +351,61 @@ class HttpProvider(Provider):
         except Exception:
             return False
         return bool(router.answers(candidate))
+
+
+# Clients a refused connection may come from, the one the test called first: requests
+# calls urllib3, httpx calls httpcore.
+_CLIENTS = ("requests", "aiohttp", "httplib2", "urllib3", "httpx2", "httpx", "httpcore2",
+            "httpcore", "http")
+
+
+def _route_advice(router: respx.MockRouter) -> Callable[[str], str | None]:
+    """For a refused host that one of the test's routes is for: why that route did not
+    answer (the general advice, to stub the request, would be followed already)."""
+    def advice(host: str) -> str | None:
+        if not _routes_host(router, host):
+            return None
+        client = _calling_client()
+        if client in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            return (f"A route of deps.http.mock is for {host}, but this {client} request "
+                    "went past respx: its client has a transport of its own, not the "
+                    "connection pools respx patches. Give the client its default "
+                    "transport in tests, or record it with --record-mode=once")
+        return (f"A route of deps.http.mock is for {host}, but respx routes answer httpx "
+                f"and httpx2 only, and this request comes from {client or 'another client'}."
+                " For it: serve the answer from deps.http.server (pytest-httpserver) and "
+                "point the client there, record it into the test's cassette with "
+                f"--record-mode=once, or allow the host: depfakes_allow_hosts = {host}")
+    return advice
+
+
+def _routes_host(router: respx.MockRouter, host: str) -> bool:
+    """Whether a route of ``router`` is for ``host`` (a host or URL pattern naming it,
+    or a route for any request)."""
+    import httpx
+    from respx import patterns
+
+    probe = httpx.Request("GET", f"https://{host}/")
+    for route in router.routes:
+        if route.pattern is None:
+            return True
+        for leaf in route.pattern:
+            if isinstance(leaf, patterns.Host) and leaf.match(probe):
+                return True
+            if isinstance(leaf, patterns.URL) and isinstance(leaf.value, str) and \
+                    urlsplit(leaf.value).hostname == host.lower():
+                return True
+    return False
+
+
+def _calling_client() -> str | None:
+    """The HTTP client package on the stack that the test called first."""
+    seen = set()
+    frame = sys._getframe(1)
+    while frame is not None:
+        seen.add(str(frame.f_globals.get("__name__", "")).partition(".")[0])
+        frame = frame.f_back  # type: ignore[assignment]
+    return next((client for client in _CLIENTS if client in seen), None)
 
 
 def _days(age: timedelta) -> str:
