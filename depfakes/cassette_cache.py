@@ -133,7 +133,7 @@ def structure_problem(data: Any) -> str | None:
 def warming(cache_dir: Path, paths: Sequence[Path]) -> Iterator[None]:
     """Parse ``paths`` into the cache at ``cache_dir`` while the block runs; stopped when
     the block ends, whatever it had not reached left undone."""
-    if sum(_size(p) for p in paths) < WARM_MIN_BYTES or len(os.sched_getaffinity(0)) < 2:
+    if sum(_size(p) for p in paths) < WARM_MIN_BYTES or _cores() < 2:
         yield
         return
     listing = cache_dir / f"warm-list.{os.getpid()}"
@@ -176,6 +176,12 @@ def in_test_order(directories: Iterable[Path], names: Iterable[Iterable[str]]) -
     for paths in found.values():
         ordered.update(dict.fromkeys(paths))
     return list(ordered)
+
+
+def _cores() -> int:
+    """The cores this process may run on (all of the machine's where that is unknown)."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _size(path: Path) -> int:
@@ -223,7 +229,7 @@ def main(argv: Sequence[str]) -> None:
     # top-level modules, and must not shadow any that yaml imports.
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # no nice() on Windows
         os.nice(10)  # the tests come first
     # SIGTERM as SystemExit, so that an entry being written is removed (ParseCache._write).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
